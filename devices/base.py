@@ -1,0 +1,91 @@
+"""What every device model is: a register file behind one read/write pair.
+
+A device does not know about buses or addresses. The board (``hv.machine``)
+registers it on the port or MMIO bus at its default (or configured) location and
+the bus calls ``read(offset, size)`` / ``write(offset, size, value)`` with
+``offset`` relative to the registration's base plus its bias, so a device that
+answers on scattered ports (the 8042 at 0x60 and 0x64) still sees offsets named
+after its datasheet.
+
+Interrupt lines and output sinks are injected objects, so a device is tested
+with direct calls and a fake line (see ``tests/devices/harness.py``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+
+class IrqLine(Protocol):
+    """One interrupt request wire from a device to an interrupt controller."""
+
+    def set_level(self, level: bool) -> None: ...
+
+    def pulse(self) -> None: ...
+
+
+class NullIrq:
+    """A wire to nowhere, for devices built without a controller."""
+
+    level = False
+
+    def set_level(self, level: bool) -> None:
+        self.level = bool(level)
+
+    def pulse(self) -> None:
+        pass
+
+
+class RecordingIrq:
+    """A wire that remembers its level and counts rising edges (for tests)."""
+
+    def __init__(self) -> None:
+        self.level = False
+        self.edges = 0
+
+    def set_level(self, level: bool) -> None:
+        level = bool(level)
+        if level and not self.level:
+            self.edges += 1
+        self.level = level
+
+    def pulse(self) -> None:
+        self.set_level(True)
+        self.set_level(False)
+
+
+@dataclass(frozen=True)
+class PortRange:
+    """A run of I/O ports a device answers on; ``bias`` is added to the offset
+    the device sees, so ranges split by another device keep datasheet offsets."""
+
+    base: int
+    length: int
+    bias: int = 0
+
+
+class Device:
+    """Base class: a name, where it sits by default, and the register access pair.
+
+    Subclasses set ``name``, ``ports`` (a tuple of PortRange) or ``mmio``
+    (a tuple of (base, length)), optionally ``irq`` (the default ISA line), and
+    implement ``read``/``write``. Unimplemented registers read as all ones and
+    ignore writes, as an ISA bus does.
+    """
+
+    name = "device"
+    ports: tuple[PortRange, ...] = ()
+    mmio: tuple[tuple[int, int], ...] = ()
+    irq: int | None = None
+
+    def read(self, offset: int, size: int) -> int:
+        return (1 << (8 * size)) - 1
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        pass
+
+    def reset(self) -> None:
+        """Return every register to its power-on value."""
+
+
+Sink = Callable[[bytes], None]

@@ -1,0 +1,99 @@
+"""The virtual clock: one time base for every timer device, and the deadlines
+at which the vCPU must regain control.
+
+Virtual time runs with the host's monotonic clock (so 18.2 Hz is 18.2 Hz on
+the wall) but only advances while the machine runs; devices never read the
+host clock themselves. Timers are one-shot callbacks kept in a heap; the vCPU
+loop asks ``next_deadline()`` to know how long it may run (or sleep in HLT)
+and calls ``run_due()`` when it regains control.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from typing import Callable
+
+NS_PER_S = 1_000_000_000
+
+
+class Timer:
+    __slots__ = ("deadline", "callback", "cancelled")
+
+    def __init__(self, deadline: int, callback: Callable[[int], None]) -> None:
+        self.deadline = deadline
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Clock:
+    """Virtual nanoseconds since power-on."""
+
+    def __init__(self, source: Callable[[], int] = time.monotonic_ns) -> None:
+        self._source = source
+        self._origin = source()
+        self._paused_at: int | None = None
+        self._heap: list[tuple[int, int, Timer]] = []
+        self._seq = itertools.count()
+        self.on_deadline_change: Callable[[int | None], None] | None = None
+
+    def now(self) -> int:
+        if self._paused_at is not None:
+            return self._paused_at
+        return self._source() - self._origin
+
+    def pause(self) -> None:
+        if self._paused_at is None:
+            self._paused_at = self.now()
+
+    def resume(self) -> None:
+        if self._paused_at is not None:
+            self._origin = self._source() - self._paused_at
+            self._paused_at = None
+
+    def advance(self, ns: int) -> None:
+        """Step virtual time (tests and a paused clock use this)."""
+        if self._paused_at is not None:
+            self._paused_at += ns
+        else:
+            self._origin -= ns
+
+    def at(self, deadline: int, callback: Callable[[int], None]) -> Timer:
+        """Call ``callback(now)`` once virtual time reaches ``deadline``."""
+        t = Timer(deadline, callback)
+        heapq.heappush(self._heap, (deadline, next(self._seq), t))
+        if self._heap[0][2] is t and self.on_deadline_change:
+            self.on_deadline_change(deadline)
+        return t
+
+    def after(self, delay: int, callback: Callable[[int], None]) -> Timer:
+        return self.at(self.now() + delay, callback)
+
+    def next_deadline(self) -> int | None:
+        heap = self._heap
+        while heap and heap[0][2].cancelled:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def run_due(self) -> int:
+        """Fire every timer whose deadline has passed; return how many fired."""
+        fired = 0
+        heap = self._heap
+        while True:
+            while heap and heap[0][2].cancelled:
+                heapq.heappop(heap)
+            if not heap:
+                break
+            now = self.now()
+            if heap[0][0] > now:
+                break
+            _, _, t = heapq.heappop(heap)
+            t.cancelled = True
+            t.callback(now)
+            fired += 1
+        if self.on_deadline_change:
+            self.on_deadline_change(self.next_deadline())
+        return fired

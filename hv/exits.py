@@ -1,0 +1,37 @@
+"""Exit accounting: every transition from guest to host is counted by kind and
+by device, so the cost of a device model can be read off ``hv run --stats``."""
+from __future__ import annotations
+
+from collections import Counter
+
+# Kinds of exit, as the stats table and the benchmarks name them.
+PIO = "pio"
+MMIO = "mmio"
+HLT = "hlt"
+IRQ = "irq-inject"
+SOFTINT = "softint"
+EXCEPTION = "exception"
+HYPERCALL = "hypercall"
+TIMER = "timer"           # the vCPU stopped because a deadline passed
+UNASSIGNED = "unassigned"  # an access that reached no device
+
+
+class ExitStats:
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, str]] = Counter()
+
+    def count(self, kind: str, who: str = "-", n: int = 1) -> None:
+        self.counts[(kind, who)] += n
+
+    def total(self, kind: str | None = None) -> int:
+        return sum(v for (k, _), v in self.counts.items() if kind is None or k == kind)
+
+    def by_device(self, who: str) -> int:
+        return sum(v for (_, w), v in self.counts.items() if w == who)
+
+    def table(self) -> str:
+        rows = sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        lines = [f"{'exit kind':<12} {'device':<16} {'count':>10}"]
+        lines += [f"{k:<12} {w:<16} {v:>10}" for (k, w), v in rows]
+        lines.append(f"{'total':<12} {'':<16} {self.total():>10}")
+        return "\n".join(lines)
