@@ -1,0 +1,108 @@
+"""Guest physical memory: one host buffer, shared with the engine without copies.
+
+The PC map (first megabyte):
+  0x00000-0x9FFFF  conventional RAM
+  0xA0000-0xBFFFF  video memory; behaves as RAM (programs keep data past the screen)
+  0xC0000-0xFFFFF  ROM (option ROMs, BIOS at 0xF0000); guest writes are ignored
+  0x100000-...     extended RAM, up to the configured size
+
+The whole range 0..max(size, 1 MiB) is one ``mmap`` buffer handed to Unicorn with
+``mem_map_ptr``, so device models read and write guest memory through ``view``
+and the guest sees it at once. Unicorn does not invalidate translated code on
+host writes (notes §5), so every host write goes through ``write`` (or calls
+``invalidate``) which drops translations of the touched range.
+
+Every address and length a guest hands a device is hostile: ``check`` refuses a
+range that is not entirely inside the buffer, and device models turn that into
+their own error (an ATA ABRT, a NEEDS_RESET), never a host exception.
+"""
+from __future__ import annotations
+
+import mmap
+import re
+from typing import Callable
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+CONVENTIONAL_END = 0xA0000
+VIDEO_BASE, VIDEO_END = 0xA0000, 0xC0000
+ROM_BASE, ROM_END = 0xC0000, 0x100000
+BIOS_BASE = 0xF0000
+HIGH_BASE = 0x100000
+
+MIN_SIZE = 64 * KiB
+MAX_SIZE = 3 * GiB  # stays below the 32-bit MMIO hole
+
+
+class GuestMemoryError(ValueError):
+    """A guest-supplied address or length that falls outside guest RAM."""
+
+
+def parse_size(text: str) -> int:
+    """'640K', '16M', '256M', '1G' or a byte count -> bytes."""
+    m = re.fullmatch(r"\s*(\d+)\s*([KMG]?)(i?B)?\s*", text, re.IGNORECASE)
+    if not m:
+        raise ValueError(f"bad memory size {text!r} (use e.g. 640K, 16M, 1G)")
+    n = int(m.group(1)) * {"": 1, "K": KiB, "M": MiB, "G": GiB}[m.group(2).upper()]
+    if not MIN_SIZE <= n <= MAX_SIZE:
+        raise ValueError(f"memory size {text!r} must be between 64K and 3G")
+    if n % (4 * KiB):
+        raise ValueError(f"memory size {text!r} must be a multiple of 4K")
+    return n
+
+
+class GuestMemory:
+    def __init__(self, size: int) -> None:
+        self.size = size                              # RAM the guest is told about
+        self.span = max(size, HIGH_BASE)              # bytes backed by the buffer
+        self.buffer = mmap.mmap(-1, self.span)
+        self.view = memoryview(self.buffer)
+        # Set by the vCPU: drop translated code for [lo, hi).
+        self.invalidate: Callable[[int, int], None] = lambda lo, hi: None
+
+    def check(self, addr: int, length: int) -> None:
+        if addr < 0 or length < 0 or addr + length > self.span:
+            raise GuestMemoryError(f"guest range {addr:#x}+{length:#x} outside guest memory")
+
+    def read(self, addr: int, length: int) -> bytes:
+        self.check(addr, length)
+        return bytes(self.view[addr:addr + length])
+
+    def write(self, addr: int, data: bytes) -> None:
+        """Host (device) write into guest memory; drops stale translations."""
+        self.check(addr, len(data))
+        self.view[addr:addr + len(data)] = data
+        self.invalidate(addr, addr + len(data))
+
+    def load_rom(self, addr: int, image: bytes) -> None:
+        """Place a ROM image (guest writes to ROM are ignored by the vCPU)."""
+        if addr < ROM_BASE or addr + len(image) > ROM_END:
+            raise GuestMemoryError(f"ROM at {addr:#x}+{len(image):#x} outside 0xC0000-0xFFFFF")
+        self.write(addr, image)
+
+    def u8(self, addr: int) -> int:
+        self.check(addr, 1)
+        return self.view[addr]
+
+    def u16(self, addr: int) -> int:
+        self.check(addr, 2)
+        return int.from_bytes(self.view[addr:addr + 2], "little")
+
+    def u32(self, addr: int) -> int:
+        self.check(addr, 4)
+        return int.from_bytes(self.view[addr:addr + 4], "little")
+
+    def put8(self, addr: int, v: int) -> None:
+        self.write(addr, bytes([v & 0xFF]))
+
+    def put16(self, addr: int, v: int) -> None:
+        self.write(addr, (v & 0xFFFF).to_bytes(2, "little"))
+
+    def put32(self, addr: int, v: int) -> None:
+        self.write(addr, (v & 0xFFFFFFFF).to_bytes(4, "little"))
+
+    def close(self) -> None:
+        self.view.release()
+        self.buffer.close()
