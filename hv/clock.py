@@ -45,6 +45,10 @@ class Clock:
             return self._paused_at
         return self._source() - self._origin
 
+    def host_time(self, virtual: int) -> int:
+        """The host monotonic time at which virtual time reaches ``virtual``."""
+        return virtual + self._origin
+
     def pause(self) -> None:
         if self._paused_at is None:
             self._paused_at = self.now()

@@ -1,0 +1,280 @@
+"""The PC: one vCPU, guest memory, two buses, the interrupt controllers, a clock,
+and the devices wired to them.
+
+``Machine`` is built from a ``MachineConfig``; ``run()`` boots it from the reset
+vector and returns a ``RunResult`` (exit code and the reason the run ended).
+"""
+from __future__ import annotations
+
+import re
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+from devices.base import Device
+from devices.cmos import CmosRtc
+from devices.console_uart16550 import Uart16550
+from devices.debugcon import DebugConsole, PostCode
+from devices.disk_store import Disk, DiskStore
+from devices.hostdisk import HostDiskPort
+from devices.i8042 import I8042, SystemControlPortA
+from devices.pic8259 import DualPic8259
+from devices.pit8254 import Pit8254
+from devices.vga import Vga
+from hv import exits
+from hv.bus import MmioBus, PortBus
+from hv.clock import Clock
+from hv.hypercall import HypercallTable
+from hv.memory import ROM_BASE, ROM_END, VIDEO_BASE, VIDEO_END, GuestMemory, MiB
+
+HOUSEKEEPING_NS = 10_000_000     # the loop looks at input, --until and timeouts 100x/s
+SCREEN_CHECK_NS = 50_000_000
+SERIAL_KEEP = 64 * 1024
+BDA_KBD_HEAD, BDA_KBD_TAIL = 0x41A, 0x41C
+BIOS_STYLES = ("emulated", "synthetic")
+DEFAULT_BIOS = "synthetic"
+
+
+@dataclass
+class DriveSpec:
+    path: str
+    readonly: bool = False
+    snapshot: bool = False
+
+
+@dataclass
+class MachineConfig:
+    mem_size: int = 16 * MiB
+    bios: str = DEFAULT_BIOS
+    fda: DriveSpec | None = None
+    fdb: DriveSpec | None = None
+    hda: DriveSpec | None = None
+    hdb: DriveSpec | None = None
+    serial: Callable[[bytes], None] | None = None     # None: output is only captured
+    debugcon: Callable[[bytes], None] | None = None
+    dispatch: str = "auto"
+    trace: Callable[[str], None] | None = None
+    input_keys: list[bytes] = field(default_factory=list)   # make/break events, in order
+    until: str | None = None
+    timeout: float | None = None
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    reason: str
+
+
+class Machine:
+    def __init__(self, config: MachineConfig | None = None) -> None:
+        self.config = cfg = config or MachineConfig()
+        if cfg.bios not in BIOS_STYLES:
+            raise ValueError(f"unknown BIOS style {cfg.bios!r} (emulated or synthetic)")
+        self.stats = exits.ExitStats()
+        self.clock = Clock()
+        self.mem = GuestMemory(cfg.mem_size)
+        self.ports = PortBus(self.stats)
+        self.mmio = MmioBus(self.stats)
+        self.hypercalls = HypercallTable()
+        self.disks = DiskStore()
+        self.stop_requested = False
+        self.result: RunResult | None = None
+        self.serial_log = bytearray()
+        self._serial_dirty = False
+        self._until = re.compile(cfg.until) if cfg.until else None
+        self._input: deque[bytes] = deque(cfg.input_keys)
+        self._wake = threading.Event()
+        self._deadline_wall = None
+        self._last_screen_check = 0
+        self.devices: list[Device] = []
+        self.bios_state: dict[str, object] = {}   # firmware scratch state kept on the host
+
+        try:
+            self._attach_drives()
+            self._build_devices()
+            self._load_firmware()
+            from hv.vcpu import Vcpu
+            self.vcpu = Vcpu(self, cfg.dispatch, cfg.trace)
+        except BaseException:
+            self.disks.close()
+            raise
+        self.pic.on_intr = self._on_intr
+        self.clock.on_deadline_change = self._on_deadline_change
+        self.clock.after(HOUSEKEEPING_NS, self._housekeeping)
+        self.firmware.post_reset(self)
+
+    # -- construction ---------------------------------------------------------------
+    def _attach_drives(self) -> None:
+        cfg = self.config
+        for number, spec, kind in ((0x00, cfg.fda, "floppy"), (0x01, cfg.fdb, "floppy"),
+                                   (0x80, cfg.hda, "hd"), (0x81, cfg.hdb, "hd")):
+            if spec is not None:
+                self.disks.attach(number, Disk(spec.path, kind, spec.readonly, spec.snapshot))
+
+    def add(self, dev: Device) -> Device:
+        for r in dev.ports:
+            self.ports.register(r.base, r.length, dev, r.bias)
+        for base, length in dev.mmio:
+            self.mmio.register(base, length, dev)
+        self.devices.append(dev)
+        return dev
+
+    def _build_devices(self) -> None:
+        clock, mem = self.clock, self.mem
+        self.pic = self.add(DualPic8259())
+        self.pit = self.add(Pit8254(clock, irq0=self.pic.line(0)))
+        self.uart = self.add(Uart16550(irq=self.pic.line(4), sink=self._serial_out, clock=clock))
+        floppies = self.disks.floppies()
+        types = tuple(d.cmos_type for d in floppies) + (0, 0)
+        self.cmos = self.add(CmosRtc(clock, irq=self.pic.line(8), mem_size=self.config.mem_size,
+                                     floppy_types=types[:2], hd_count=len(self.disks.hard_disks())))
+        self.kbd = self.add(I8042(irq1=self.pic.line(1), on_a20=self._set_a20,
+                                  on_reset=self.request_reset))
+        self.port92 = self.add(SystemControlPortA(on_a20=self._set_a20, on_reset=self.request_reset))
+        self.vga = self.add(Vga(mem.view[VIDEO_BASE:VIDEO_END], clock))
+        self.debugcon = self.add(DebugConsole(self.config.debugcon))
+        self.post = self.add(PostCode())
+        self.hostdisk = self.add(HostDiskPort(self.disks, mem))
+
+    def _load_firmware(self) -> None:
+        if self.config.bios == "emulated":
+            from devices.bios_emulated import EmulatedBios as Firmware
+        else:
+            from devices.bios_synthetic import SyntheticBios as Firmware
+        self.firmware = Firmware()
+        self.firmware.install(self)
+
+    # -- wiring ---------------------------------------------------------------------
+    def _on_intr(self, level: bool) -> None:
+        self.vcpu.fast.irq_pending = 1 if level else 0
+        if level:
+            self._wake.set()
+
+    def _on_deadline_change(self, deadline: int | None) -> None:
+        fast = getattr(getattr(self, "vcpu", None), "fast", None)
+        if fast is not None:
+            fast.set_deadline(None if deadline is None else self.clock.host_time(deadline))
+
+    def _set_a20(self, enabled: bool) -> None:
+        vcpu = getattr(self, "vcpu", None)
+        if vcpu is not None and enabled != vcpu.a20:
+            vcpu.pending_a20 = enabled   # applied between instructions (vcpu._after_io)
+
+    def request_reset(self) -> None:
+        self._reset_requested = True
+        self.stop_requested = True
+
+    def _serial_out(self, data: bytes) -> None:
+        if self.config.serial is not None:
+            self.config.serial(data)
+        self.serial_log += data
+        if len(self.serial_log) > 2 * SERIAL_KEEP:
+            del self.serial_log[:-SERIAL_KEEP]
+        if self._until is not None and b"\n" in data:
+            self._serial_dirty = True
+            self.vcpu.kick()
+
+    def uart_write(self, text: str) -> None:
+        """Firmware output to COM1 through the UART's transmit register."""
+        for b in text.encode("latin-1", "replace"):
+            self.uart.write(0, 1, b)
+
+    def _housekeeping(self, now: int) -> None:
+        self.clock.at(now + HOUSEKEEPING_NS, self._housekeeping)
+
+    # -- the run -------------------------------------------------------------------------
+    def finish(self, code: int, reason: str) -> None:
+        if self.result is None:
+            self.result = RunResult(code, reason)
+        self.stop_requested = True
+        self._wake.set()
+
+    def fail(self, reason: str) -> None:
+        self.finish(1, reason)
+
+    def halt_with_interrupts_disabled(self, where: str) -> None:
+        pc = self.vcpu.pc()
+        if ROM_BASE <= pc < ROM_END:
+            self.finish(1, f"the firmware halted with interrupts disabled at {where}")
+        else:
+            self.finish(0, f"guest halted with interrupts disabled at {where}")
+
+    def serial_text(self) -> str:
+        return self.serial_log.decode("latin-1")
+
+    def screen_text(self) -> str:
+        return "\n".join(self.vga.text_rows()) if not self.vga.is_graphics() else ""
+
+    def _check_until(self, force_screen: bool = False) -> None:
+        if self._until is None:
+            return
+        if self._serial_dirty or force_screen:
+            self._serial_dirty = False
+            if self._until.search(self.serial_text()):
+                self.finish(0, f"matched --until {self._until.pattern!r} on serial")
+                return
+        now = self.clock.now()
+        if force_screen or now - self._last_screen_check >= SCREEN_CHECK_NS:
+            self._last_screen_check = now
+            if self._until.search(self.screen_text()):
+                self.finish(0, f"matched --until {self._until.pattern!r} on screen")
+
+    def _feed_input(self) -> None:
+        if not self._input:
+            return
+        kbd, mem = self.kbd, self.mem
+        if kbd.pending_keys() or not kbd.output_empty():
+            return
+        if mem.u16(BDA_KBD_HEAD) != mem.u16(BDA_KBD_TAIL):
+            return   # the BIOS buffer still holds a key the guest has not read
+        kbd.press(self._input.popleft())
+
+    def type_keys(self, events: list[bytes]) -> None:
+        """Queue keystrokes (make/break byte strings); thread-safe enough for one producer."""
+        self._input.extend(events)
+        self._wake.set()
+
+    def service(self) -> None:
+        """Everything the host does when it has the CPU back."""
+        self.clock.run_due()
+        self._feed_input()
+        self._check_until()
+        if self._deadline_wall is not None and time.monotonic() >= self._deadline_wall:
+            self._check_until(force_screen=True)
+            self.finish(2, f"timeout after {self.config.timeout:g} s")
+
+    def idle(self) -> None:
+        """HLT with interrupts on: sleep until the next deadline or an event."""
+        d = self.clock.next_deadline()
+        wait = HOUSEKEEPING_NS / 1e9 if d is None else max(0.0, (d - self.clock.now()) / 1e9)
+        if wait > 0 and not self.pic.has_interrupt():
+            self._wake.wait(wait)
+        self._wake.clear()
+
+    def run(self) -> RunResult:
+        if self.config.timeout is not None:
+            self._deadline_wall = time.monotonic() + self.config.timeout
+        self._reset_requested = False
+        while True:
+            self.stop_requested = False
+            self.vcpu.run()
+            if getattr(self, "_reset_requested", False) and self.result is None:
+                self._reset_requested = False
+                self.reset()
+                continue
+            break
+        self._check_until(force_screen=True) if self.result is None else None
+        return self.result or RunResult(1, "stopped")
+
+    def reset(self) -> None:
+        for dev in self.devices:
+            dev.reset()
+        self.vcpu.reset()
+        self.firmware.post_reset(self)
+
+    def close(self) -> None:
+        self.vcpu.close()
+        self.disks.close()
