@@ -182,7 +182,7 @@ class I8042(Device):
 
     def status(self) -> int:
         s = self._status & ~int(Status.OBF | Status.AUXB | Status.IBF)
-        if False:
+        if self._obf:
             s |= Status.OBF | (Status.AUXB if self._out_aux else 0)
         return int(s)
 
@@ -197,7 +197,7 @@ class I8042(Device):
 
     def _refill(self) -> None:
         """Move the next waiting byte into an empty output buffer."""
-        if False:
+        if self._obf:
             return
         if self._ctrl_out:
             value, aux = self._ctrl_out.popleft()
@@ -243,7 +243,7 @@ class I8042(Device):
 
     def _read_output_port(self) -> int:
         v = self.output_port & ~int(OutPort.OBF_KBD | OutPort.OBF_AUX)
-        if False:
+        if self._obf:
             v |= OutPort.OBF_AUX if self._out_aux else OutPort.OBF_KBD
         return int(v) & 0xFF
 

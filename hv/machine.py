@@ -36,6 +36,7 @@ SERIAL_KEEP = 64 * 1024
 BDA_KBD_HEAD, BDA_KBD_TAIL = 0x41A, 0x41C
 BIOS_STYLES = ("emulated", "synthetic")
 DEFAULT_BIOS = "synthetic"
+TIMEOUT_EXIT = 124            # as timeout(1)
 
 
 @dataclass
@@ -134,17 +135,15 @@ class Machine:
         self.kbd = self.add(I8042(irq1=self.pic.line(1), on_a20=self._set_a20,
                                   on_reset=self.request_reset))
         self.port92 = self.add(SystemControlPortA(on_a20=self._set_a20, on_reset=self.request_reset))
-        self.vga = self.add(Vga(mem.view[VIDEO_BASE:VIDEO_END], clock))
+        self.vga = self.add(Vga(mem.view[VIDEO_BASE:VIDEO_END], clock,
+                                invalidate=lambda lo, hi: mem.invalidate(lo, hi)))
         self.debugcon = self.add(DebugConsole(self.config.debugcon))
         self.post = self.add(PostCode())
         self.hostdisk = self.add(HostDiskPort(self.disks, mem))
 
     def _load_firmware(self) -> None:
-        if self.config.bios == "emulated":
-            from devices.bios_emulated import EmulatedBios as Firmware
-        else:
-            from devices.bios_synthetic import SyntheticBios as Firmware
-        self.firmware = Firmware()
+        from hv.firmware import firmware_for
+        self.firmware = firmware_for(self.config.bios)
         self.firmware.install(self)
 
     # -- wiring ---------------------------------------------------------------------
@@ -206,7 +205,9 @@ class Machine:
         return self.serial_log.decode("latin-1")
 
     def screen_text(self) -> str:
-        return "\n".join(self.vga.text_rows()) if not self.vga.is_graphics() else ""
+        if self.vga.is_graphics():
+            return ""
+        return "\n".join(r.rstrip() for r in self.vga.text_rows()).rstrip("\n")
 
     def _check_until(self, force_screen: bool = False) -> None:
         if self._until is None:
@@ -244,7 +245,7 @@ class Machine:
         self._check_until()
         if self._deadline_wall is not None and time.monotonic() >= self._deadline_wall:
             self._check_until(force_screen=True)
-            self.finish(2, f"timeout after {self.config.timeout:g} s")
+            self.finish(TIMEOUT_EXIT, f"timeout after {self.config.timeout:g} s")
 
     def idle(self) -> None:
         """HLT with interrupts on: sleep until the next deadline or an event."""

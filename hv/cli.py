@@ -1,0 +1,223 @@
+"""The hv command.
+
+    hv run IMAGE|NAME [options]   boot a disk image or a built-in guest
+    hv list                       the built-in guests
+    hv build                      rebuild guest images and firmware from source
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from devices.disk_store import FLOPPY_MAX, ImageError, check_image
+from hv.machine import BIOS_STYLES, DEFAULT_BIOS, DriveSpec, Machine, MachineConfig
+from hv.memory import parse_size
+
+QUIT_KEY = b"\x1d"   # Ctrl-] leaves the live display, as in telnet
+
+
+class UsageError(Exception):
+    """Bad user input: reported on one line, exit status 2."""
+
+
+def _drive(text: str) -> DriveSpec:
+    path, *flags = text.split(",")
+    spec = DriveSpec(path)
+    for f in flags:
+        if f == "ro":
+            spec.readonly = True
+        elif f == "snapshot":
+            spec.snapshot = True
+        else:
+            raise UsageError(f"unknown drive flag {f!r} in {text!r} (ro, snapshot)")
+    return spec
+
+
+def _resolve_image(name: str) -> Path:
+    p = Path(name)
+    if p.exists():
+        return p
+    from guests import image_path, names
+    if name in names():
+        return image_path(name)
+    raise UsageError(f"{name}: no such image file or built-in guest (see 'hv list')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="hv", description="A toy hypervisor and PC emulator you can read.")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="boot a disk image or a built-in guest",
+                         description="Boot IMAGE (a file; floppy-sized images boot as floppy A, "
+                                     "larger ones as the first hard disk) or a built-in guest NAME.")
+    run.add_argument("image", nargs="?", metavar="IMAGE|NAME")
+    run.add_argument("--fda", metavar="FILE[,ro][,snapshot]", help="floppy drive A")
+    run.add_argument("--fdb", metavar="FILE[,ro][,snapshot]", help="floppy drive B")
+    run.add_argument("--hda", metavar="FILE[,ro][,snapshot]", help="first hard disk (0x80)")
+    run.add_argument("--hdb", metavar="FILE[,ro][,snapshot]", help="second hard disk (0x81)")
+    run.add_argument("--mem", default="16M", help="guest RAM: 640K, 16M, 256M, 1G (default 16M)")
+    run.add_argument("--bios", choices=BIOS_STYLES, default=DEFAULT_BIOS,
+                     help=f"firmware style (default {DEFAULT_BIOS}: fastest boot, fewest exits)")
+    run.add_argument("--serial", default="stdio", metavar="stdio|none|FILE",
+                     help="where COM1 output goes (default stdio)")
+    run.add_argument("--debugcon", default="none", metavar="stdio|none|FILE",
+                     help="where port 0xE9 output goes (default none)")
+    run.add_argument("--screen", action="store_true",
+                     help="print the final text screen (CP437 as UTF-8) when the guest stops")
+    run.add_argument("--screenshot", metavar="FILE.png", help="save the final display as PNG")
+    run.add_argument("--input", metavar="TEXT",
+                     help=r"type TEXT on the keyboard (\r Enter, {esc}, {up}, {f1}, {ctrl-c}...)")
+    run.add_argument("--input-file", metavar="FILE", help="type the contents of FILE")
+    run.add_argument("--until", metavar="REGEX",
+                     help="stop with exit 0 when serial output or screen text matches")
+    run.add_argument("--timeout", type=float, metavar="SECONDS",
+                     help="stop after SECONDS, say so, exit 2")
+    run.add_argument("--stats", action="store_true", help="print the exit table when the guest stops")
+    run.add_argument("--trace", action="store_true",
+                     help="print every exit with the guest instruction (to stderr)")
+    run.add_argument("--dispatch", choices=("auto", "c", "python"), default="auto",
+                     help="exit fast path: C (built at install) or Python (default auto)")
+    run.add_argument("--no-live", action="store_true",
+                     help="never take over the terminal, even when stdout is one")
+
+    sub.add_parser("list", help="list the built-in guests")
+    sub.add_parser("build", help="rebuild guest images and firmware ROMs from source")
+    return ap
+
+
+def _open_sink(spec: str, what: str):
+    if spec == "none":
+        return None, None
+    if spec == "stdio":
+        out = sys.stdout.buffer
+
+        def sink(data: bytes) -> None:
+            out.write(data)
+            out.flush()
+        return sink, None
+    try:
+        f = open(spec, "ab")
+    except OSError as e:
+        raise UsageError(f"--{what} {spec}: {e.strerror}") from None
+
+    def fsink(data: bytes) -> None:
+        f.write(data)
+        f.flush()
+    return fsink, f
+
+
+def _input_events(args) -> list[bytes]:
+    from devices.keymap import parse_input
+    text = ""
+    if args.input_file:
+        try:
+            text += Path(args.input_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"--input-file {args.input_file}: {getattr(e, 'strerror', e)}") from None
+    if args.input:
+        text += args.input.encode().decode("unicode_escape") if "\\" in args.input else args.input
+    try:
+        keys = parse_input(text)
+    except ValueError as e:
+        raise UsageError(f"--input: {e}") from None
+    return [ev for k in keys for ev in k.events]
+
+
+def cmd_run(args) -> int:
+    drives = {k: getattr(args, k) for k in ("fda", "fdb", "hda", "hdb")}
+    specs = {k: _drive(v) for k, v in drives.items() if v}
+    if args.image:
+        path = _resolve_image(args.image)
+        size = check_image(path, writable=True) if os.access(path, os.W_OK) else check_image(path, False)
+        slot = "fda" if size <= FLOPPY_MAX else "hda"
+        if slot in specs:
+            raise UsageError(f"{args.image}: --{slot} is already given")
+        specs[slot] = DriveSpec(str(path), readonly=not os.access(path, os.W_OK))
+    if not specs:
+        raise UsageError("nothing to boot: give IMAGE|NAME or --fda/--hda")
+    for spec in specs.values():
+        check_image(spec.path, writable=not (spec.readonly or spec.snapshot))
+    try:
+        mem = parse_size(args.mem)
+    except ValueError as e:
+        raise UsageError(f"--mem: {e}") from None
+    if args.timeout is not None and args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    if args.until:
+        import re
+        try:
+            re.compile(args.until)
+        except re.error as e:
+            raise UsageError(f"--until: bad regular expression: {e}") from None
+    if args.screenshot and not args.screenshot.lower().endswith(".png"):
+        raise UsageError("--screenshot: the file name must end in .png")
+    events = _input_events(args)
+    live = (sys.stdout.isatty() and sys.stdin.isatty() and not args.until and not args.no_live
+            and not args.trace)
+    serial_spec = args.serial
+    if live and serial_spec == "stdio":
+        serial_spec = "none"   # the live screen owns the terminal; serial is shown afterwards
+    serial, serial_file = _open_sink(serial_spec, "serial")
+    debugcon, debug_file = _open_sink(args.debugcon, "debugcon")
+    trace = (lambda line: print(line, file=sys.stderr)) if args.trace else None
+    config = MachineConfig(mem_size=mem, bios=args.bios, serial=serial, debugcon=debugcon,
+                           dispatch=args.dispatch, trace=trace, input_keys=events,
+                           until=args.until, timeout=args.timeout, **specs)
+    try:
+        machine = Machine(config)
+    except RuntimeError as e:
+        raise UsageError(str(e)) from None
+    try:
+        if live:
+            from hv.console import LiveConsole
+            result = LiveConsole(machine, QUIT_KEY).run()
+            if args.serial == "stdio" and machine.serial_log:
+                sys.stdout.write(machine.serial_text())
+        else:
+            result = machine.run()
+        if args.screen:
+            sys.stdout.write(machine.screen_text().rstrip("\n") + "\n")
+            sys.stdout.flush()
+        if args.screenshot:
+            machine.vga.screenshot_png(args.screenshot)
+        print(f"hv: {result.reason}", file=sys.stderr)
+        if args.stats:
+            print(f"dispatch: {machine.vcpu.fast.kind}   bios: {args.bios}", file=sys.stderr)
+            print(machine.stats.table(), file=sys.stderr)
+        return result.exit_code
+    finally:
+        machine.close()
+        for f in (serial_file, debug_file):
+            if f:
+                f.close()
+
+
+def cmd_list(args) -> int:
+    from guests import image_path, names
+    for n in names():
+        print(f"{n:<12} {image_path(n)}")
+    return 0
+
+
+def cmd_build(args) -> int:
+    from guests import build
+    build.main([])
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"run": cmd_run, "list": cmd_list, "build": cmd_build}[args.command](args)
+    except (UsageError, ImageError) as e:
+        print(f"hv: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hv: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
