@@ -159,8 +159,8 @@ class Machine:
 
     def _set_a20(self, enabled: bool) -> None:
         vcpu = getattr(self, "vcpu", None)
-        if vcpu is not None and enabled != vcpu.a20:
-            vcpu.pending_a20 = enabled   # applied between instructions (vcpu._after_io)
+        if vcpu is not None:
+            vcpu.set_a20(enabled)
 
     def request_reset(self) -> None:
         self._reset_requested = True

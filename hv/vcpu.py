@@ -68,7 +68,6 @@ class Vcpu:
         self.delivery = InterruptDelivery(self)
         self.trace = trace
         self.halted = False
-        self.pending_a20: bool | None = None
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
         uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, X.UC_X86_INS_IN)
@@ -88,16 +87,28 @@ class Vcpu:
         low = min(size, CONVENTIONAL_END)
         uc.mem_map_ptr(0, low, UC_PROT_ALL, ptr)
         uc.mem_map_ptr(VIDEO_BASE, ROM_BASE - VIDEO_BASE, UC_PROT_ALL, ptr + VIDEO_BASE)
-        uc.mem_map_ptr(ROM_BASE, ROM_END - ROM_BASE, UC_PROT_READ | UC_PROT_EXEC, ptr + ROM_BASE)
+        # ROM is engine-owned memory: with mem_map_ptr a write-protect hook that
+        # returns True still lets the store through; with mem_map it is dropped.
+        # The host buffer keeps an identical copy for device and hypercall reads.
+        uc.mem_map(ROM_BASE, ROM_END - ROM_BASE, UC_PROT_READ | UC_PROT_EXEC)
+        uc.mem_write(ROM_BASE, bytes(self.mem.view[ROM_BASE:ROM_END]))
         if size > HIGH_BASE:
             uc.mem_map_ptr(HIGH_BASE, size - HIGH_BASE, UC_PROT_ALL, ptr + HIGH_BASE)
 
     def _invalidate(self, lo: int, hi: int) -> None:
         # Host writes bypass Unicorn's dirty tracking: drop translated code (notes §5).
+        if lo < ROM_END and hi > ROM_BASE:
+            a, b = max(lo, ROM_BASE), min(hi, ROM_END)
+            self.uc.mem_write(a, bytes(self.mem.view[a:b]))
         self.uc.ctl_remove_cache(lo, hi)
 
     def set_a20(self, enabled: bool) -> None:
-        """Gate address line 20 by remapping 1 MiB..+64 KiB (Unicorn has no A20 gate)."""
+        """Gate address line 20 by remapping 1 MiB..+64 KiB (Unicorn has no A20 gate).
+
+        Call it from a hook while the guest runs (an OUT to the 8042 or port 0x92,
+        a BIOS hypercall): Unicorn flushes the TLB on unmap only while a CPU is
+        running (unicorn#552); remapped between runs, the first store after the
+        change went through the stale mapping and was then replayed."""
         if enabled == self._a20:
             return
         uc, ptr = self.uc, self._host_ptr
@@ -116,7 +127,13 @@ class Vcpu:
         else:
             uc.mem_map_ptr(HIGH_BASE, A20_WRAP, UC_PROT_ALL, ptr)
         self._a20 = enabled
+        self.flush_tlb()
         uc.ctl_flush_tb()
+
+    def flush_tlb(self) -> None:
+        """Forget cached address translations (after the memory map changes)."""
+        from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH
+        self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
 
     @property
     def a20(self) -> bool:
@@ -295,8 +312,8 @@ class Vcpu:
 
     def _after_io(self) -> None:
         # A device asked for something that must happen before the next instruction
-        # (an A20 remap, a reset, the run ending): stop right after this instruction.
-        if self.pending_a20 is not None or self.machine.stop_requested:
+        # (a reset, the run ending): stop right after this instruction.
+        if self.machine.stop_requested:
             self._stop()
 
     def _on_intr(self, uc, intno, ud) -> None:
@@ -349,7 +366,7 @@ class Vcpu:
             self.uc.reg_write(X.UC_X86_REG_EIP, eip - 2)      # back to the sti; hlt
         elif self.uc.reg_read(X.UC_X86_REG_EIP) == eip:
             self.uc.reg_write(X.UC_X86_REG_EIP, eip + SITE_LEN)
-        if self.pending_a20 is not None or self.machine.stop_requested:
+        if self.machine.stop_requested:
             self._stop()
         return True
 
@@ -387,9 +404,6 @@ class Vcpu:
             m.service()
             if m.stop_requested:
                 break
-            if self.pending_a20 is not None:
-                self.set_a20(self.pending_a20)
-                self.pending_a20 = None
             try:
                 self.inject_external()
             except GuestFault as e:

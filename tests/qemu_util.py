@@ -89,12 +89,14 @@ def run_image(
     timeout: float = 20.0,
     keys: list[str] | None = None,
     keys_after: str | None = None,
+    readonly: bool = False,
 ) -> str:
     """Boot ``image`` and return everything written to COM1 (decoded as latin-1).
 
     drive: "floppy" (-fda, padded to 1.44 MB) or "hd" (-hda, padded, -boot c).
     until: stop as soon as the output matches this regex (else run to ``timeout``).
     keys: QMP qcodes pressed one by one once ``keys_after`` (a regex) has appeared.
+    readonly: write-protect the medium (floppy only; QEMU refuses read-only IDE disks).
     """
     require_qemu()
     if drive not in ("floppy", "hd"):
@@ -103,8 +105,11 @@ def run_image(
         tmp = Path(td)
         if drive == "floppy":
             disk = _padded_copy(Path(image), FLOPPY_BYTES, tmp)
-            media = ["-drive", f"file={disk},if=floppy,format=raw,index=0", "-boot", "a"]
+            ro = ",readonly=on" if readonly else ""
+            media = ["-drive", f"file={disk},if=floppy,format=raw,index=0{ro}", "-boot", "a"]
         else:
+            if readonly:
+                raise ValueError("QEMU has no read-only IDE disks")
             disk = _padded_copy(Path(image), HD_BYTES, tmp)
             media = ["-drive", f"file={disk},if=ide,format=raw,index=0", "-boot", "c"]
         qmp_path = tmp / "qmp.sock"

@@ -162,14 +162,16 @@ u16 base_mem_kb(void);
 extern const u8 diskette_param_table[11];
 extern const u8 bios_config_table[10];
 
-/* Real-mode entry points in entry.S: their flat addresses (minus BIOS_BASE
- * gives the offset in segment F000). */
+/* Real-mode entry points in entry.S. rom.ld links them at their offsets in
+ * segment F000, so their "address" is that offset (use ASM_OFF). */
 extern const char entry_iret[], entry_irq_master[], entry_irq_slave[];
 extern const char entry_irq0[], entry_irq1[], entry_int10[], entry_int11[];
 extern const char entry_int12[], entry_int13[], entry_int15[], entry_int16[];
 extern const char entry_int19[], entry_int1a[], entry_int18[];
 extern const char boot_fail_halt[];
 
+#define ASM_OFF(p) ((u16)(u32)(p))
+/* Offset in segment F000 of C data in ROM (linked at flat addresses). */
 #define ROM_OFF(p) ((u16)((u32)(p) - BIOS_BASE))
 
 #endif

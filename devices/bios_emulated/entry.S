@@ -13,8 +13,11 @@
  * IDT), so the single EBDA stack is never re-entered; anything that waits
  * (INT 16h AH=00/10h, INT 15h AH=86h) waits here in real mode with sti;hlt. */
 
+/* .text16 and .reset are linked at their offsets in segment F000 (rom.ld),
+ * so a label is its real-mode offset; 32-bit code needs FLAT(). */
 #define BASE 0xF0000
-#define OFF(x) ((x) - BASE)
+#define OFF(x) (x)
+#define FLAT(x) ((x) + BASE)
 
 #define SEL_CODE32 0x08
 #define SEL_DATA32 0x10
@@ -65,7 +68,7 @@ call32:
     movl %cr0, %ebx
     orb $1, %bl
     movl %ebx, %cr0
-    ljmpl $SEL_CODE32, $pm_entry
+    ljmpl $SEL_CODE32, $FLAT(pm_entry)
 
     .code32
 pm_entry:
@@ -119,7 +122,7 @@ gdt:
 gdt_end:
 gdt_desc:
     .word gdt_end - gdt - 1
-    .long gdt
+    .long FLAT(gdt)
 
 /* ---- POST ------------------------------------------------------------------ */
     .globl post_entry
@@ -352,3 +355,5 @@ reset_vector:                       /* F000:FFF0 */
     .byte 0
     .byte 0xFC                      /* F000:FFFE model: PC/AT */
     .byte 0
+
+    .section .note.GNU-stack, "", @progbits

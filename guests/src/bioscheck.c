@@ -642,6 +642,8 @@ static const char *chk_int13_03(void)
     struct regs *r = disk_lba(0x02, scratch(), save);
     if (CF(*r))
         FAILV("read status", AH(*r));
+    if (memcmp(save, scratch_sector_image, 512))
+        FAIL("scratch sector differs from the loaded image");
     fill_pat(0x5a);
     r = disk_lba(0x03, scratch(), pat);
     if (CF(*r))

@@ -175,6 +175,6 @@ bios_int_\n:
         .section .scratch, "a"
         .globl  scratch_sector_image
 scratch_sector_image:
-        .rept   32
+        .rept   16
         .ascii  "hv bioscheck scratch sector ...\n"
         .endr

@@ -1,0 +1,33 @@
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture
+def boot(tmp_path):
+    """Boot a boot-sector program (assembly source) and return the finished machine."""
+    from hv.machine import DriveSpec, Machine, MachineConfig
+    from tests.asm import assemble, write_image
+    machines = []
+
+    def run(source: str, *extra_sectors: bytes, bios: str = "synthetic", timeout: float = 10,
+            dispatch: str = "auto", mem: int = 16 << 20, **kw):
+        img = write_image(tmp_path / f"boot{len(machines)}.img", assemble(source), *extra_sectors)
+        m = Machine(MachineConfig(fda=DriveSpec(str(img)), bios=bios, timeout=timeout,
+                                  dispatch=dispatch, mem_size=mem, **kw))
+        machines.append(m)
+        m.result_ = m.run()
+        return m
+    yield run
+    for m in machines:
+        m.close()
+
+
+needs_binutils = pytest.mark.skipif(shutil.which("as") is None,
+                                    reason="GNU binutils (as, ld) are needed to assemble test guests")
