@@ -173,6 +173,9 @@ def cmd_run(args) -> int:
         if live:
             from hv.console import LiveConsole
             result = LiveConsole(machine, QUIT_KEY).run()
+            # The alternate screen is gone: leave the final screen and serial output behind.
+            if not args.screen:
+                sys.stdout.write(machine.screen_text().rstrip("\n") + "\n")
             if args.serial == "stdio" and machine.serial_log:
                 sys.stdout.write(machine.serial_text())
         else:

@@ -1,0 +1,218 @@
+"""The emulated BIOS ROM (devices/bios_emulated): image layout, reproducible build,
+and behaviour when it runs - under QEMU (no host disk port there, so nothing boots)
+and on hv's machine, where it boots guests through the host disk port."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from devices.bios_emulated import ROM_SIZE, rom_path
+from devices.bios_emulated.build import build
+
+ROOT = Path(__file__).resolve().parent.parent
+needs_qemu = pytest.mark.skipif(shutil.which("qemu-system-i386") is None,
+                                reason="qemu-system-i386 is not installed")
+needs_toolchain = pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("ld") is None,
+                                     reason="gcc and GNU binutils are needed to build the ROM")
+
+
+def rom() -> bytes:
+    return rom_path().read_bytes()
+
+
+# ---- the image -------------------------------------------------------------------
+
+def test_image_is_64_kib():
+    assert len(rom()) == ROM_SIZE == 0x10000
+
+
+def test_reset_vector_is_a_far_jump_into_the_rom():
+    image = rom()
+    assert image[0xFFF0] == 0xEA                      # jmp ptr16:16
+    offset = int.from_bytes(image[0xFFF1:0xFFF3], "little")
+    segment = int.from_bytes(image[0xFFF3:0xFFF5], "little")
+    assert segment == 0xF000
+    assert offset < 0xFFF0 and image[offset] == 0xFA  # POST starts with cli
+
+
+def test_model_byte_says_pc_at():
+    assert rom()[0xFFFE] == 0xFC
+
+
+@needs_toolchain
+def test_build_is_deterministic(tmp_path):
+    a = build(tmp_path / "a")[0].read_bytes()
+    b = build(tmp_path / "b")[0].read_bytes()
+    assert a == b
+
+
+@needs_toolchain
+def test_committed_image_matches_the_sources(tmp_path):
+    assert build(tmp_path)[0].read_bytes() == rom()
+
+
+# ---- under QEMU -----------------------------------------------------------------
+
+def run_qemu_until(pattern: bytes, timeout: float = 20) -> bytes:
+    proc = subprocess.Popen(["qemu-system-i386", "-bios", str(rom_path()), "-nographic",
+                             "-serial", "stdio", "-monitor", "none", "-display", "none"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    out = b""
+    try:
+        import select
+        import time
+        deadline = time.monotonic() + timeout
+        while pattern not in out and time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+            if ready:
+                chunk = proc.stdout.read1(4096)
+                if not chunk:
+                    break
+                out += chunk
+    finally:
+        proc.kill()
+        proc.wait()
+    return out
+
+
+@needs_qemu
+def test_qemu_without_a_host_disk_port_prints_no_bootable_device():
+    assert b"No bootable device.\r\n" in run_qemu_until(b"No bootable device.\r\n")
+
+
+# ---- on hv's machine --------------------------------------------------------------
+
+machine = pytest.importorskip("hv.machine")
+from tests.conftest import needs_binutils  # noqa: E402
+
+HALT_HERE = "cli\nhlt\n"
+
+
+@needs_binutils
+def test_post_fills_the_bios_data_area(boot):
+    m = boot(HALT_HERE, bios="emulated")
+    mem = m.mem
+    assert mem.u16(0x400) == 0x3F8                    # COM1
+    assert mem.u16(0x413) == 639
+    assert mem.u16(0x40E) == 0x9FC0
+    assert mem.u8(0x9FC00) == 1                       # EBDA size in KiB
+    assert mem.u16(0x410) & 0x0031 == 0x0021          # one floppy, 80x25 colour
+    assert (mem.u16(0x410) >> 9) & 7 == 1             # one serial port
+    assert mem.u16(0x41A) == mem.u16(0x41C) == 0x1E
+    assert (mem.u16(0x480), mem.u16(0x482)) == (0x1E, 0x3E)
+    assert mem.u8(0x449) == 3 and mem.u16(0x44A) == 80 and mem.u16(0x44C) == 0x1000
+    assert mem.u16(0x463) == 0x3D4 and mem.u8(0x484) == 24 and mem.u16(0x485) == 16
+    assert mem.u16(0x460) == 0x0607
+
+
+@needs_binutils
+def test_every_vector_points_into_the_rom(boot):
+    m = boot(HALT_HERE, bios="emulated")
+    for n in range(256):
+        if n in (0x1D, 0x1F):
+            continue                                  # data pointers, deliberately null
+        assert m.mem.u16(n * 4 + 2) == 0xF000, hex(n)
+
+
+@needs_binutils
+def test_boot_sector_runs_at_0000_7c00_with_drive_in_dl_and_interrupts_on(boot):
+    m = boot("""
+        pushf
+        pop  %ax
+        mov  %ax, 0x600
+        mov  %dl, 0x602
+        mov  %sp, 0x604
+        mov  %ss, 0x606
+        call 1f
+1:      pop  %ax
+        mov  %ax, 0x608
+        mov  %cs, 0x60A
+        cli
+        hlt
+    """, bios="emulated")
+    mem = m.mem
+    assert mem.u16(0x600) & 0x200                     # IF
+    assert mem.u8(0x602) == 0x00                      # booted from floppy A
+    assert (mem.u16(0x606), mem.u16(0x604)) == (0, 0x7C00)
+    assert mem.u16(0x60A) == 0 and 0x7C00 < mem.u16(0x608) < 0x7E00
+
+
+@needs_binutils
+def test_int10_teletype_writes_to_text_memory_and_moves_the_cursor(boot):
+    m = boot("""
+        mov  $0x0e41, %ax
+        int  $0x10
+        mov  $0x0e42, %ax
+        int  $0x10
+        cli
+        hlt
+    """, bios="emulated")
+    assert m.mem.read(0xB8000, 4) == b"A\x07B\x07"
+    assert m.mem.u16(0x450) == 0x0002
+
+
+@needs_binutils
+def test_e820_map_describes_base_ebda_rom_and_extended_memory(boot):
+    m = boot("""
+        xor  %ax, %ax
+        mov  %ax, %es
+        mov  $0x1000, %di
+        xor  %ebx, %ebx
+1:      mov  $0xe820, %eax
+        mov  $20, %ecx
+        mov  $0x534d4150, %edx
+        int  $0x15
+        jc   2f
+        add  $20, %di
+        test %ebx, %ebx
+        jnz  1b
+2:      mov  %di, 0x0ffe
+        cli
+        hlt
+    """, bios="emulated", mem=32 << 20)
+    mem = m.mem
+    n = (mem.u16(0xFFE) - 0x1000) // 20
+    entries = [(mem.u32(0x1000 + 20 * i), mem.u32(0x1000 + 20 * i + 8), mem.u32(0x1000 + 20 * i + 16))
+               for i in range(n)]
+    assert entries == [(0, 0x9FC00, 1), (0x9FC00, 0x400, 2), (0xF0000, 0x10000, 2),
+                       (0x100000, (32 << 20) - 0x100000, 1)]
+
+
+@needs_binutils
+def test_successful_boot_prints_nothing_on_com1(boot):
+    m = boot(HALT_HERE, bios="emulated")
+    assert m.serial_text() == ""
+
+
+def run_guest(tmp_path, bios="emulated", **drives):
+    from hv.machine import DriveSpec, Machine, MachineConfig
+    cfg = MachineConfig(bios=bios, timeout=60, **{k: DriveSpec(str(v)) for k, v in drives.items()})
+    m = Machine(cfg)
+    try:
+        result = m.run()
+        return result, m.serial_text()
+    finally:
+        m.close()
+
+
+def test_with_no_disks_it_reports_no_bootable_device_and_stops(tmp_path):
+    result, serial = run_guest(tmp_path)
+    assert serial == "No bootable device.\r\n"
+    assert result.exit_code != 0
+
+
+BIOSCHECK = ROOT / "guests" / "images" / "bioscheck.img"
+
+
+@pytest.mark.skipif(not BIOSCHECK.exists(), reason="bioscheck image not built")
+@pytest.mark.parametrize("drive", ["fda", "hda"])
+def test_bioscheck_passes_every_check(tmp_path, drive):
+    img = tmp_path / "bioscheck.img"
+    img.write_bytes(BIOSCHECK.read_bytes())
+    _, serial = run_guest(tmp_path, **{drive: img})
+    assert [line for line in serial.splitlines() if line.startswith("FAIL")] == []
+    assert re.search(r"bioscheck done: \d+ passed, 0 failed", serial)
