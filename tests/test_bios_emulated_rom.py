@@ -216,3 +216,78 @@ def test_bioscheck_passes_every_check(tmp_path, drive):
     _, serial = run_guest(tmp_path, **{drive: img})
     assert [line for line in serial.splitlines() if line.startswith("FAIL")] == []
     assert re.search(r"bioscheck done: \d+ passed, 0 failed", serial)
+
+
+# ---- hostile register values -------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+# The guest loads AX, BX, CX, DX, SI, DI, BP from the 14 bytes at PARAMS, calls the
+# interrupt whose number is patched in at INT_NUMBER, then marks 0x500 and halts.
+# ES = DS = 2000h keeps buffers the BIOS writes away from the guest and the BDA.
+FUZZ_GUEST = """
+        mov  $0x2000, %ax
+        mov  %ax, %ds
+        mov  %ax, %es
+        xor  %ax, %ax
+        mov  %ax, %ss
+        mov  $0x7000, %sp
+        mov  %cs:params + 0, %ax
+        mov  %cs:params + 2, %bx
+        mov  %cs:params + 4, %cx
+        mov  %cs:params + 6, %dx
+        mov  %cs:params + 8, %si
+        mov  %cs:params + 10, %di
+        mov  %cs:params + 12, %bp
+        .byte 0xcd
+intno:  .byte 0x10
+        xor  %ax, %ax
+        mov  %ax, %ds
+        movw $0x1234, 0x500
+        cli
+        hlt
+params: .fill 14, 1, 0
+"""
+
+
+@pytest.fixture(scope="module")
+def fuzz_image():
+    from tests.asm import assemble
+    code = bytearray(assemble(FUZZ_GUEST))
+    # locate the patch points: `cd 10` then the 14 zero bytes after `cli; hlt`
+    int_at = code.index(b"\xcd\x10") + 1
+    params_at = code.index(b"\xfa\xf4") + 2
+    return code, int_at, params_at
+
+
+def words(n):
+    return st.lists(st.integers(0, 0xFFFF), min_size=n, max_size=n)
+
+
+# INT 15h AH=86h and INT 16h AH=00h/10h wait (by design); INT 18h/19h do not return.
+def returns(intno, ax):
+    ah = ax >> 8
+    return not ((intno == 0x15 and ah == 0x86) or (intno == 0x16 and ah in (0x00, 0x10)))
+
+
+@needs_binutils
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(intno=st.sampled_from([0x10, 0x11, 0x12, 0x13, 0x15, 0x16, 0x1A]), regs=words(7))
+def test_any_register_values_return_from_the_bios(tmp_path, fuzz_image, intno, regs):
+    from hv.machine import DriveSpec, Machine, MachineConfig
+    if not returns(intno, regs[0]):
+        return
+    code, int_at, params_at = fuzz_image
+    code = bytearray(code)
+    code[int_at] = intno
+    for i, w in enumerate(regs):
+        code[params_at + 2 * i:params_at + 2 * i + 2] = w.to_bytes(2, "little")
+    img = tmp_path / "fuzz.img"
+    img.write_bytes(bytes(code) + bytes(512 * 17))
+    m = Machine(MachineConfig(bios="emulated", timeout=20, fda=DriveSpec(str(img), snapshot=True)))
+    try:
+        m.run()
+        assert m.mem.u16(0x500) == 0x1234
+    finally:
+        m.close()
