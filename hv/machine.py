@@ -227,6 +227,12 @@ class Machine:
         if not self._input:
             return
         kbd, mem = self.kbd, self.mem
+        # Keys typed before anyone listens are lost on a real PC; wait until the
+        # firmware has initialised the PIC and unmasked IRQ 1 with IRQs enabled
+        # in the 8042, then pace keys by the guest's reads.
+        master = self.pic.master
+        if not (master.ready and not master.imr & 0x02 and kbd.command_byte & 0x01):
+            return
         if kbd.pending_keys() or not kbd.output_empty():
             return
         if mem.u16(BDA_KBD_HEAD) != mem.u16(BDA_KBD_TAIL):

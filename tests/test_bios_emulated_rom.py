@@ -272,7 +272,7 @@ def returns(intno, ax):
 
 
 @needs_binutils
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(intno=st.sampled_from([0x10, 0x11, 0x12, 0x13, 0x15, 0x16, 0x1A]), regs=words(7))
 def test_any_register_values_return_from_the_bios(tmp_path, fuzz_image, intno, regs):
     from hv.machine import DriveSpec, Machine, MachineConfig
