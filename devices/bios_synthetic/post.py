@@ -30,8 +30,11 @@ def _program_pit(m) -> None:
 
 
 def _init_keyboard(m) -> None:
-    m.ports.write(0x64, 1, 0x60)          # write command byte:
-    m.ports.write(0x60, 1, 0x45)          # IRQ1 on, system flag, set-1 translation
+    # Command byte with IRQ 1 off, then on: a scancode that arrived before the
+    # PIC was programmed raises a fresh edge instead of sitting unseen.
+    for value in (0x44, 0x45):            # system flag, set-1 translation (+ IRQ 1 on)
+        m.ports.write(0x64, 1, 0x60)      # write command byte
+        m.ports.write(0x60, 1, value)
 
 
 CMOS_SHUTDOWN = 0x0F             # why the CPU was reset (AT BIOS convention)
