@@ -158,6 +158,8 @@ class Machine:
             fast.set_deadline(None if deadline is None else self.clock.host_time(deadline))
 
     def _set_a20(self, enabled: bool) -> None:
+        # Two gates drive one A20 line (the 8042 output port, port 0x92): the last
+        # change wins, as in QEMU, the reference the conformance tests compare with.
         vcpu = getattr(self, "vcpu", None)
         if vcpu is not None:
             vcpu.set_a20(enabled)

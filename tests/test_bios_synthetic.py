@@ -156,6 +156,27 @@ def test_boot_sector_starts_with_dl_holding_the_boot_drive(boot):
     assert m.mem.u8(OUT) == 0x80
 
 
+def test_reset_with_shutdown_code_0a_resumes_at_the_bda_vector(boot):
+    m = boot("""
+        cmpb $1, 0x601
+        je 2f
+        movb $1, 0x601
+        movw $resume, 0x467
+        movw $0, 0x469
+        mov $0x0f, %al
+        out %al, $0x70
+        mov $0x0a, %al
+        out %al, $0x71
+        mov $0xfe, %al
+        out %al, $0x64          # pulse the reset line
+    1:  hlt
+        jmp 1b
+    resume:
+        movb $0x5a, 0x600
+    2:""")
+    assert m.mem.u8(OUT) == 0x5A
+
+
 def test_no_bootable_device_prints_a_message_and_halts(tmp_path, machines):
     img = write_image(tmp_path / "blank.img", bytes(512))
     m = Machine(MachineConfig(fda=DriveSpec(str(img)), timeout=10))
@@ -693,6 +714,22 @@ def test_extended_shift_flags_tell_left_and_right_keys_apart(posted):
     ctx = call(posted, keyboard.int16, ah=0x12)
     assert ctx.regs.al & 0x0C == 0x0C
     assert ctx.regs.ah & 0x0F == 0x06           # right Ctrl (bit 2) + left Alt (bit 1)
+
+
+def test_extended_shift_flags_report_sysreq_held(posted):
+    press(posted, 0x38, 0x54)
+    assert call(posted, keyboard.int16, ah=0x12).regs.ah & 0x80
+    press(posted, 0xD4)
+    assert not call(posted, keyboard.int16, ah=0x12).regs.ah & 0x80
+
+
+def test_rtc_interrupt_handler_reads_register_c_to_release_irq8(posted):
+    m = posted
+    system.cmos_write(m, 0x0B, system.cmos_read(m, 0x0B) | 0x40)   # periodic interrupt on
+    m.clock.advance(10_000_000)
+    m.clock.run_due()
+    call(m, system.irq8)
+    assert system.cmos_read(m, 0x0C) == 0
 
 
 def test_ah01_on_an_empty_buffer_sets_zf(posted):

@@ -23,7 +23,7 @@ LED_MASK = 0x07
 
 SC_ESC, SC_CTRL, SC_LSHIFT, SC_RSHIFT, SC_ALT = 0x01, 0x1D, 0x2A, 0x36, 0x38
 SC_CAPS, SC_NUM, SC_SCROLL, SC_INSERT, SC_DELETE = 0x3A, 0x45, 0x46, 0x52, 0x53
-SC_ENTER, SC_SLASH, SC_PRTSC = 0x1C, 0x35, 0x37
+SC_ENTER, SC_SLASH, SC_PRTSC, SC_SYSREQ = 0x1C, 0x35, 0x37, 0x54
 SOFT_RESET_WARM = 0x1234         # BDA 0x472: Ctrl+Alt+Del, skip the memory test
 
 LETTER, NUMPAD = 1, 2            # which lock key flips normal/shift
@@ -158,6 +158,8 @@ def handle_scancode(m, code: int) -> None:
             flags0 ^= active
         flags1 = (flags1 | pressed) if make else (flags1 & ~pressed)
         _update_leds(mem, flags0)
+    elif sc == SC_SYSREQ and not e0:          # Alt+Print Screen
+        flags1 = (flags1 | KF1_SYSREQ) if make else (flags1 & ~KF1_SYSREQ)
     elif not make:
         if sc == SC_INSERT:
             flags1 &= ~KF1_INSERT

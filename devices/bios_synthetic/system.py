@@ -20,7 +20,6 @@ UIP_POLLS = 10_000               # the update lasts 244 us; a few host reads out
 SMAP = 0x534D4150                # 'SMAP'
 E820_ENTRY = 20
 RET_EUNSUPPORTED = 0x86
-RET_EKEYBOARD = 0x86
 PORT92 = 0x92
 PORT92_A20 = 0x02
 A20_SUPPORT = 0x0003             # INT 15h AX=2403h: keyboard controller and port 92h
@@ -82,6 +81,18 @@ def irq0(ctx: HypercallContext) -> None:
         if motor == 1:
             mem.put8(B.DISKETTE_MOTOR, mem.u8(B.DISKETTE_MOTOR) & 0xF0)
     ctx.machine.ports.write(PIC1_COMMAND, 1, EOI)
+
+
+RTC_C = 0x0C
+PIC2_COMMAND = 0xA0
+
+
+def irq8(ctx: HypercallContext) -> None:
+    """INT 70h: acknowledge the RTC by reading register C (it holds IRQ 8 until read)."""
+    m = ctx.machine
+    cmos_read(m, RTC_C)
+    m.ports.write(PIC2_COMMAND, 1, EOI)
+    m.ports.write(PIC1_COMMAND, 1, EOI)
 
 
 def int11(ctx):
@@ -332,4 +343,4 @@ def int15(ctx):
     return fn(ctx)
 
 
-SERVICES = {0x08: irq0, 0x11: int11, 0x12: int12, 0x15: int15, 0x1A: int1a}
+SERVICES = {0x08: irq0, 0x70: irq8, 0x11: int11, 0x12: int12, 0x15: int15, 0x1A: int1a}
