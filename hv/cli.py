@@ -18,8 +18,47 @@ from hv.memory import parse_size
 QUIT_KEY = b"\x1d"   # Ctrl-] leaves the live display, as in telnet
 
 
+DRIVE_SLOTS = ("fda", "fdb", "hda", "hdb", "hdc", "hdd")
+
+# What a built-in guest needs attached when run by name with no other option.
+GUEST_DEFAULTS = {
+    "disktest": {"scratch_disk": True},
+    "disktest-virtio": {"scratch_disk": True},
+    "nettest": {"net": "user"},
+    "nettest-virtio": {"net": "user"},
+}
+
+
 class UsageError(Exception):
     """Bad user input: reported on one line, exit status 2."""
+
+
+def _scratch_disk() -> str:
+    """A fresh 4 MiB scratch disk with the documented pattern (guests.scratch_disk)."""
+    import tempfile
+    import guests
+    fd, path = tempfile.mkstemp(prefix="hv-scratch-", suffix=".img")
+    os.close(fd)
+    guests.scratch_disk(path)
+    return path
+
+
+def _nic(text: str) -> dict:
+    model, *opts = text.split(",")
+    if model != "ne2000":
+        raise UsageError(f"--nic: unknown model {model!r} (ne2000)")
+    out = {"iobase": 0x300, "irq": 9}
+    for opt in opts:
+        key, _, value = opt.partition("=")
+        if key not in out:
+            raise UsageError(f"--nic: unknown setting {key!r} (iobase, irq)")
+        try:
+            out[key] = int(value, 0)
+        except ValueError:
+            raise UsageError(f"--nic: {key}={value!r} is not a number") from None
+    if not 0 < out["iobase"] <= 0xFFE0 or out["irq"] not in (3, 4, 5, 7, 9, 10, 11, 12, 15):
+        raise UsageError("--nic: iobase must be an I/O port and irq one of 3 4 5 7 9 10 11 12 15")
+    return out
 
 
 def _drive(text: str) -> DriveSpec:
@@ -55,8 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("image", nargs="?", metavar="IMAGE|NAME")
     run.add_argument("--fda", metavar="FILE[,ro][,snapshot]", help="floppy drive A")
     run.add_argument("--fdb", metavar="FILE[,ro][,snapshot]", help="floppy drive B")
-    run.add_argument("--hda", metavar="FILE[,ro][,snapshot]", help="first hard disk (0x80)")
-    run.add_argument("--hdb", metavar="FILE[,ro][,snapshot]", help="second hard disk (0x81)")
+    run.add_argument("--hda", metavar="FILE[,ro][,snapshot]", help="IDE primary master (BIOS 0x80)")
+    run.add_argument("--hdb", metavar="FILE[,ro][,snapshot]", help="IDE primary slave")
+    run.add_argument("--hdc", metavar="FILE[,ro][,snapshot]", help="IDE secondary master")
+    run.add_argument("--hdd", metavar="FILE[,ro][,snapshot]", help="IDE secondary slave")
+    run.add_argument("--snapshot", action="store_true",
+                     help="discard every disk write when the guest stops (as QEMU's -snapshot)")
+    run.add_argument("--net", default=None, metavar="none|user|switch:NAME",
+                     help="the NE2000's network: none, the built-in host stack (user: "
+                          "gateway 10.0.2.2), or a switch shared by machines in this process")
+    run.add_argument("--nic", default="ne2000", metavar="ne2000[,iobase=ADDR][,irq=N]",
+                     help="network card settings (default ne2000,iobase=0x300,irq=9)")
+    run.add_argument("--pcap", metavar="FILE", help="write every frame the NIC sends or receives")
     run.add_argument("--mem", default="16M", help="guest RAM: 640K, 16M, 256M, 1G (default 16M)")
     run.add_argument("--bios", choices=BIOS_STYLES, default=DEFAULT_BIOS,
                      help=f"firmware style (default {DEFAULT_BIOS}: fastest boot, fewest exits)")
@@ -82,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-live", action="store_true",
                      help="never take over the terminal, even when stdout is one")
 
+    disk = sub.add_parser("disk", help="disk image tools: create an overlay, commit, info",
+                          add_help=False)
+    disk.add_argument("disk_args", nargs=argparse.REMAINDER)
     sub.add_parser("list", help="list the built-in guests")
     sub.add_parser("build", help="rebuild guest images and firmware ROMs from source")
     return ap
@@ -126,8 +178,9 @@ def _input_events(args) -> list[bytes]:
 
 
 def cmd_run(args) -> int:
-    drives = {k: getattr(args, k) for k in ("fda", "fdb", "hda", "hdb")}
+    drives = {k: getattr(args, k) for k in DRIVE_SLOTS}
     specs = {k: _drive(v) for k, v in drives.items() if v}
+    defaults = GUEST_DEFAULTS.get(args.image, {}) if args.image and not Path(args.image).exists() else {}
     if args.image:
         path = _resolve_image(args.image)
         size = check_image(path, writable=True) if os.access(path, os.W_OK) else check_image(path, False)
@@ -137,8 +190,17 @@ def cmd_run(args) -> int:
         specs[slot] = DriveSpec(str(path), readonly=not os.access(path, os.W_OK))
     if not specs:
         raise UsageError("nothing to boot: give IMAGE|NAME or --fda/--hda")
+    if args.snapshot:
+        for spec in specs.values():
+            spec.snapshot = True
     for spec in specs.values():
         check_image(spec.path, writable=not (spec.readonly or spec.snapshot))
+    scratch = None
+    if defaults.get("scratch_disk") and "hda" not in specs:
+        scratch = _scratch_disk()
+        specs["hda"] = DriveSpec(scratch)
+    net = args.net or defaults.get("net", "none")
+    nic = _nic(args.nic)
     try:
         mem = parse_size(args.mem)
     except ValueError as e:
@@ -164,11 +226,18 @@ def cmd_run(args) -> int:
     trace = (lambda line: print(line, file=sys.stderr)) if args.trace else None
     config = MachineConfig(mem_size=mem, bios=args.bios, serial=serial, debugcon=debugcon,
                            dispatch=args.dispatch, trace=trace, input_keys=events,
-                           until=args.until, timeout=args.timeout, **specs)
+                           until=args.until, timeout=args.timeout, net=net, pcap=args.pcap,
+                           nic_base=nic["iobase"], nic_irq=nic["irq"], **specs)
     try:
         machine = Machine(config)
-    except RuntimeError as e:
+    except (RuntimeError, ValueError) as e:
+        if scratch:
+            os.unlink(scratch)
         raise UsageError(str(e)) from None
+    except OSError as e:
+        if scratch:
+            os.unlink(scratch)
+        raise UsageError(f"{e.filename or ''}: {e.strerror}") from None
     try:
         if live:
             from hv.console import LiveConsole
@@ -195,6 +264,8 @@ def cmd_run(args) -> int:
         for f in (serial_file, debug_file):
             if f:
                 f.close()
+        if scratch:
+            os.unlink(scratch)
 
 
 def cmd_list(args) -> int:
@@ -202,6 +273,11 @@ def cmd_list(args) -> int:
     for n in names():
         print(f"{n:<12} {image_path(n)}")
     return 0
+
+
+def cmd_disk(args) -> int:
+    from hv.disk_tool import main_disk
+    return main_disk(args.disk_args)
 
 
 def cmd_build(args) -> int:
@@ -213,7 +289,8 @@ def cmd_build(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "list": cmd_list, "build": cmd_build}[args.command](args)
+        return {"run": cmd_run, "list": cmd_list, "build": cmd_build,
+                "disk": cmd_disk}[args.command](args)
     except (UsageError, ImageError) as e:
         print(f"hv: error: {e}", file=sys.stderr)
         return 2

@@ -54,6 +54,12 @@ class MachineConfig:
     fdb: DriveSpec | None = None
     hda: DriveSpec | None = None
     hdb: DriveSpec | None = None
+    hdc: DriveSpec | None = None
+    hdd: DriveSpec | None = None
+    net: str = "none"                  # none | user | switch:NAME
+    pcap: str | None = None
+    nic_base: int = 0x300
+    nic_irq: int = 9
     serial: Callable[[bytes], None] | None = None     # None: output is only captured
     debugcon: Callable[[bytes], None] | None = None
     dispatch: str = "auto"
