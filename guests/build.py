@@ -57,6 +57,11 @@ TARGETS: tuple[Target, ...] = (
     Target("timer", ("timer.S",), depends=("macros.inc", "common.inc")),
     Target("keyecho", ("keyecho.S",), depends=("macros.inc", "common.inc")),
     Target("bioscheck", ("bioscheck_boot.S", "bioscheck.c"), linker_script="bioscheck.ld"),
+    # Hardware tests: C on a shared boot stage; they drive the devices by port I/O.
+    Target("disktest", ("cguest_boot.S", "disktest.c"), linker_script="cguest.ld",
+           depends=("cguest.h",)),
+    Target("nettest", ("cguest_boot.S", "nettest.c"), linker_script="cguest.ld",
+           depends=("cguest.h",)),
 )
 
 # Modules with ``build(outdir=None) -> list[Path]`` that build other firmware into their
