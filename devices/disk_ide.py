@@ -32,7 +32,10 @@ import struct
 from enum import IntEnum, IntFlag
 
 from devices.base import Device, IrqLine, NullIrq, PortRange
+from devices import disk_store
 from devices.disk_store import OUT_OF_RANGE, SECTOR, Disk, DiskError
+
+IO_ERROR = getattr(disk_store, "IO_ERROR", -1)   # the host file failed (EIO, ENOSPC)
 
 WORDS_PER_SECTOR = SECTOR // 2
 MAX_MULTIPLE = 16                 # sectors per DRQ block for READ/WRITE MULTIPLE (word 47)
@@ -179,7 +182,10 @@ class _Unit:
         self.pio_mode = 0
         g = self.disk.geometry if self.disk is not None else None
         self.default_chs = (min(g.cylinders, MAX_DEFAULT_CYLINDERS), g.heads, g.sectors) if g else (0, 0, 0)
-        self.set_translation(*self.default_chs[1:])
+        # The power-on translation is the default geometry itself (as QEMU reports it,
+        # even when a tiny image holds fewer sectors than its 2 minimum cylinders).
+        self.tr_cyls, self.tr_heads, self.tr_spt = self.default_chs
+        self.tr_valid = self.tr_cyls > 0
         self.signature()
 
     def set_translation(self, heads: int, spt: int) -> bool:
@@ -369,7 +375,7 @@ class IdeChannel(Device):
         u.status = _READY
         u.pending = True
 
-    def _fail(self, u: _Unit, error: int, status: int = _READY | _ERR) -> None:
+    def _fail(self, u: _Unit, error: int, status: int = _DRDY | _ERR) -> None:
         u.stop_transfer()
         u.error = error
         u.status = status
@@ -457,13 +463,9 @@ class IdeChannel(Device):
             return
         try:
             data = u.disk.read(u.lba, n)
-        except DiskError as e:
+        except (DiskError, OSError, ValueError) as e:
             self._set_address(u, u.lba)
-            self._fail(u, _IDNF if e.code == OUT_OF_RANGE else _ABRT)
-            return
-        except (OSError, ValueError):         # host I/O error: an unrecoverable read
-            self._set_address(u, u.lba)
-            self._fail(u, _UNC)
+            self._fail(u, _read_error(e))
             return
         u.buf[:len(data)] = data
         u.lba += n
@@ -560,12 +562,9 @@ class IdeChannel(Device):
             u.disk.write(u.lba, bytes(u.buf[:n * SECTOR]))
             if not u.remaining - n and not u.write_cache:
                 u.disk.flush()                # write cache off: on the media before completion
-        except DiskError as e:
+        except (DiskError, OSError, ValueError) as e:
             self._set_address(u, u.lba)
-            self._fail(u, _IDNF if e.code == OUT_OF_RANGE else _ABRT)
-        except (OSError, ValueError):         # host I/O error (disk full, ...): device fault
-            self._set_address(u, u.lba)
-            self._fail(u, _ABRT, _READY | _DF | _ERR)
+            self._fail(u, *_write_error(e))
         else:
             u.lba += n
             u.remaining -= n
@@ -590,13 +589,9 @@ class IdeChannel(Device):
             return
         try:
             u.disk.read(lba, count)
-        except DiskError:
+        except (DiskError, OSError, ValueError) as e:
             self._set_address(u, lba)
-            self._fail(u, _IDNF)
-            return
-        except (OSError, ValueError):
-            self._set_address(u, lba)
-            self._fail(u, _UNC)
+            self._fail(u, _read_error(e))
             return
         self._set_address(u, lba + count)
         u.nsector = 0
@@ -627,8 +622,8 @@ class IdeChannel(Device):
     def _cmd_flush(self, u: _Unit) -> None:
         try:
             u.disk.flush()
-        except (OSError, ValueError):
-            self._fail(u, _ABRT, _READY | _DF | _ERR)
+        except (DiskError, OSError, ValueError) as e:
+            self._fail(u, *_write_error(e))
             return
         self._complete(u)
 
@@ -660,6 +655,23 @@ class IdeChannel(Device):
     def _cmd_standby(self, u: _Unit) -> None:
         u.power = POWER_STANDBY               # SLEEP too: the next media access spins up
         self._complete(u)
+
+
+def _read_error(e: Exception) -> int:
+    """Error register bits for a failed read: IDNF past the end, UNC for a host I/O error."""
+    code = e.code if isinstance(e, DiskError) else IO_ERROR
+    return {OUT_OF_RANGE: _IDNF, IO_ERROR: _UNC}.get(code, _ABRT)
+
+
+def _write_error(e: Exception) -> tuple[int, int]:
+    """(error, status) for a failed write or flush: IDNF past the end, ABRT for a
+    refused write, a device fault (DF, ABRT) when the host file failed."""
+    code = e.code if isinstance(e, DiskError) else IO_ERROR
+    if code == OUT_OF_RANGE:
+        return _IDNF, _DRDY | _ERR
+    if code == IO_ERROR:
+        return _ABRT, _DRDY | _DF | _ERR
+    return _ABRT, _DRDY | _ERR
 
 
 _FEATURE_FLAGS = {

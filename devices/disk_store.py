@@ -140,11 +140,15 @@ def floppy_geometry(size: int) -> tuple[Geometry, int] | None:
 
 
 def hd_geometry(size: int) -> tuple[Geometry, int]:
-    """(CHS geometry, addressable sectors) of a hard disk image of ``size`` bytes."""
+    """(CHS geometry, addressable sectors) of a hard disk image of ``size`` bytes.
+
+    As QEMU guesses for a disk without a partition table: 16 heads, 63 sectors
+    per track, cylinders = sectors // 1008 clamped to 2..16383. The LBA capacity
+    is the file's own sector count, so on a tiny image the last CHS cylinders lie
+    past the end and read as errors, as on QEMU."""
     sectors = -(-size // SECTOR)
-    cyls = max(1, -(-sectors // (HD_HEADS * HD_SPT)))
-    g = Geometry(min(cyls, HD_MAX_CYLINDERS), HD_HEADS, HD_SPT)
-    return g, max(sectors, g.total)
+    cyls = min(max(sectors // (HD_HEADS * HD_SPT), 2), HD_MAX_CYLINDERS)
+    return Geometry(cyls, HD_HEADS, HD_SPT), sectors
 
 
 def addressable_sectors(size: int) -> int:
@@ -160,7 +164,7 @@ def addressable_sectors(size: int) -> int:
 OVL_MAGIC = b"HVOVL1\0\0"
 OVL_VERSION = 1
 FLAG_COMMITTING = 1             # set while `commit` copies into the base
-_HDR = struct.Struct("<8sIIIIQQQQQ32sH")
+_HDR = struct.Struct("<8sIIIIQQQQq32sH")
 _CRC_OFFSET = 8
 MAX_PATH_BYTES = 4096
 MAX_HEADER = 16 * SECTOR        # fixed part + the longest path, rounded up
@@ -215,10 +219,16 @@ def _corrupt(p, why: str) -> ImageError:
     return ImageError(f"{p}: corrupt overlay header ({why})")
 
 
+def _looks_like_overlay(head: bytes) -> bool:
+    """The magic, or the magic with a damaged byte or two: a raw disk image does
+    not start with 'HVOVL1', so a near miss is a corrupt overlay, not a raw disk."""
+    return len(head) == len(OVL_MAGIC) and sum(a == b for a, b in zip(head, OVL_MAGIC)) >= 6
+
+
 def is_overlay(path: str | os.PathLike) -> bool:
     try:
         with open(path, "rb") as f:
-            return f.read(len(OVL_MAGIC)) == OVL_MAGIC
+            return _looks_like_overlay(f.read(len(OVL_MAGIC)))
     except OSError:
         return False
 
@@ -348,7 +358,7 @@ def check_image(path: str | os.PathLike, writable: bool, _depth: int = 0) -> int
         raise ImageError(f"{p}: image is empty")
     if writable and not is_writable(p):
         raise ImageError(f"{p}: image is read-only (attach it with ,ro)")
-    if head == OVL_MAGIC:
+    if _looks_like_overlay(head):
         if _depth >= MAX_CHAIN:
             raise ImageError(f"{p}: overlay chain deeper than {MAX_CHAIN}")
         hdr = read_header(p)

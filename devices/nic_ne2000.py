@@ -21,7 +21,17 @@ remote DMA address (CRDA) and wraps from PSTOP to PSTART; a RD read/write
 command with RBCR = 0 completes at once (RDC); page 0 offsets 0x0A/0x0B read the
 RTL8029 ID ("P", "C") and page 3 the RTL8029 CONFIG registers; frames shorter
 than 60 bytes arriving from the host are padded to 60; the receive header and
-next-page arithmetic are QEMU's (byte count = frame + 4, a 4-byte CRC reserved).
+next-page arithmetic are QEMU's (byte count = frame + 4, a 4-byte CRC reserved);
+an unaligned word/dword access to a register reads 0 (QEMU's I/O core refuses it).
+
+Where this model follows the datasheet instead (no driver that runs on QEMU can
+depend on the difference): PAR0-5 (not the PROM) filter unicast frames; a STP
+command sets ISR.RST; the reset port puts CR/IMR/DCR in their reset state; PROM
+bytes 6-13 are 0 (QEMU's in-place doubling leaves copies of the MAC there); the
+PROM is read-only; page 2 reads back TPSR/RCR/TCR/DCR/IMR (QEMU reads 0); TCR
+loopback keeps frames off the wire; frames need ring space, not a fixed 1518
+bytes, and CURR never catches up with BNRY; the RAM is 16 KiB (QEMU has 32 KiB:
+``ram_size=0x8000``).
 
 Host side: ``port.send(frame)`` is called on transmit (``port=None`` is an
 unplugged cable: the transmit completes and the frame is lost);
@@ -47,6 +57,7 @@ ADDR_SPACE = 0x10000     # RSAR/CRDA are 16-bit
 PROM_SIGNATURE = 0x57    # PROM bytes 14 and 15: "W" "W" marks an NE2000 (vs NE1000)
 
 MIN_FRAME = 60           # shortest Ethernet frame without CRC
+MAX_FRAME = 1514         # longest untagged Ethernet frame without CRC
 CRC_LEN = 4              # the NIC reserves room for the CRC in the ring
 RX_HEADER = 4            # receive status, next page, byte count lo/hi
 ADDR_LEN = 6
@@ -235,7 +246,7 @@ class Ne2000(Device):
         self.rnpp = 0              # remote next packet pointer (send-packet command)
         self.clda = 0              # current local DMA address (last receive write)
         self.rcr = 0               # accept only frames for PAR until the driver says more
-        self.tcr = 0               # normal transmission (QEMU ignores TCR; so does a driver that never sets it)
+        self.tcr = 0               # normal transmission: QEMU ignores TCR, so drivers may never set it
         self.tsr = 0
         self.rsr = 0
         self.ncr = 0               # no collisions on a host link
@@ -268,16 +279,30 @@ class Ne2000(Device):
             if size == 4:
                 return self._dma_read32()
             m = self._mem
+            a = self.rsar
             if self.dcr & _WTS:
-                a = self.rsar & 0xFFFE
-                v = m[a] | (m[a + 1] << 8)
+                b = a & 0xFFFE             # the access is aligned, CRDA is not (as QEMU)
+                v = m[b] | (m[b + 1] << 8)
+                a += 2
                 n = 2
             else:
-                a = self.rsar
                 v = m[a]
+                a += 1
                 n = 1
-            self._dma_advance(a + n, n)
+            # _dma_advance, inlined
+            if a == self.pstop << 8:
+                a = self.pstart << 8
+            self.rsar = a & 0xFFFF
+            c = self.rbcr - n
+            if c > 0:
+                self.rbcr = c
+            else:
+                self.rbcr = 0
+                self.isr |= _RDC
+                self._update_irq()
             return v
+        if size > 1 and offset & (size - 1):
+            return 0                       # QEMU's I/O core rejects unaligned accesses: reads 0
         if size == 1:
             if offset < NIC_REGS:
                 return self._reg_read(offset)
@@ -293,19 +318,31 @@ class Ne2000(Device):
             if size == 4:
                 self._dma_write32(value)
                 return
+            a = self.rsar
             if self.dcr & _WTS:
-                a = self.rsar & 0xFFFE
-                if RAM_START <= a < self.ram_end:
+                b = a & 0xFFFE
+                if RAM_START <= b < self.ram_end:
                     m = self._mem
-                    m[a] = value & 0xFF
-                    m[a + 1] = (value >> 8) & 0xFF
+                    m[b] = value & 0xFF
+                    m[b + 1] = (value >> 8) & 0xFF
+                a += 2
                 n = 2
             else:
-                a = self.rsar
                 if RAM_START <= a < self.ram_end:
                     self._mem[a] = value & 0xFF
+                a += 1
                 n = 1
-            self._dma_advance(a + n, n)
+            # _dma_advance, inlined (rbcr > 0 here)
+            if a == self.pstop << 8:
+                a = self.pstart << 8
+            self.rsar = a & 0xFFFF
+            c = self.rbcr - n
+            if c > 0:
+                self.rbcr = c
+            else:
+                self.rbcr = 0
+                self.isr |= _RDC
+                self._update_irq()
             return
         if size == 1 and offset < NIC_REGS:
             self._reg_write(offset, value & 0xFF)
@@ -329,14 +366,14 @@ class Ne2000(Device):
         a = self.rsar & 0xFFFE
         m = self._mem
         v = m[a] | (m[a + 1] << 8) | (m[a + 2] << 16) | (m[a + 3] << 24)
-        self._dma_advance(a + 4, 4)
+        self._dma_advance(self.rsar + 4, 4)
         return v
 
     def _dma_write32(self, value: int) -> None:
         a = self.rsar & 0xFFFE
         if RAM_START <= a and a + 4 <= self.ram_end:
             self._mem[a:a + 4] = (value & 0xFFFFFFFF).to_bytes(4, "little")
-        self._dma_advance(a + 4, 4)
+        self._dma_advance(self.rsar + 4, 4)
 
     def card_read(self, addr: int, length: int) -> bytes:
         """Bytes of the card address space (for tests and debugging); outside
@@ -438,6 +475,18 @@ class Ne2000(Device):
         self.cntr[i] = c
         if c & 0x80:
             self.isr |= int(ISR_.CNT)
+
+    def can_receive(self) -> bool:
+        """QEMU's ``can_receive``, for a link that holds frames back instead of
+        losing them: False while the ring has no room for a full-size frame.
+        A stopped NIC (or a ring it cannot use) says True: it drops at once."""
+        start, stop = self.pstart, self.pstop
+        if self.cr & CR_.STP or not (RAM_START >> 8 <= start < stop <= self.ram_end >> 8
+                                    and start <= self.curr < stop and start <= self.bnry < stop):
+            return True
+        ring = stop - start
+        avail = (self.bnry - self.curr) % ring or ring
+        return avail > (MAX_FRAME + RX_HEADER + CRC_LEN + 0xFF) >> 8
 
     def receive(self, frame: bytes) -> bool:
         """One frame from the wire (no CRC). True if it was stored in the ring."""

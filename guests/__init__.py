@@ -23,3 +23,31 @@ def image_path(name: str) -> Path:
     if name not in names():
         raise ValueError(f"unknown guest {name!r}; known: {', '.join(names())}")
     return IMAGES_DIR / f"{name}.img"
+
+
+SCRATCH_SECTORS = 8192  # 4 MiB
+
+
+def scratch_word(sector: int, index: int) -> int:
+    """Word ``index`` (0..127) of scratch-disk sector ``sector``: ``sector * 0x01000193 ^ index``
+    modulo 2**32, stored little-endian."""
+    return ((sector * 0x01000193) ^ index) & 0xFFFFFFFF
+
+
+def scratch_sector(sector: int) -> bytes:
+    """The 512 bytes of scratch-disk sector ``sector`` (see ``scratch_word``)."""
+    import struct
+
+    base = (sector * 0x01000193) & 0xFFFFFFFF
+    return struct.pack("<128I", *(base ^ i for i in range(128)))
+
+
+def scratch_disk(path: Path | str, sectors: int = SCRATCH_SECTORS) -> Path:
+    """Write the "fresh scratch disk" disktest expects: a raw image of ``sectors`` sectors
+    (default 8192 = 4 MiB) where sector n is ``scratch_sector(n)``. The same bytes for every
+    emulator, so the checksums disktest prints depend only on this pattern."""
+    path = Path(path)
+    with open(path, "wb") as f:
+        for n in range(sectors):
+            f.write(scratch_sector(n))
+    return path

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from devices.disk_store import FLOPPY_MAX, ImageError, check_image
+from devices.disk_store import FLOPPY_MAX, ImageError, check_image, is_writable
 from hv.machine import BIOS_STYLES, DEFAULT_BIOS, DriveSpec, Machine, MachineConfig
 from hv.memory import parse_size
 
@@ -183,11 +183,12 @@ def cmd_run(args) -> int:
     defaults = GUEST_DEFAULTS.get(args.image, {}) if args.image and not Path(args.image).exists() else {}
     if args.image:
         path = _resolve_image(args.image)
-        size = check_image(path, writable=True) if os.access(path, os.W_OK) else check_image(path, False)
+        writable = is_writable(path)
+        size = check_image(path, writable=writable)
         slot = "fda" if size <= FLOPPY_MAX else "hda"
         if slot in specs:
             raise UsageError(f"{args.image}: --{slot} is already given")
-        specs[slot] = DriveSpec(str(path), readonly=not os.access(path, os.W_OK))
+        specs[slot] = DriveSpec(str(path), readonly=not writable)
     if not specs:
         raise UsageError("nothing to boot: give IMAGE|NAME or --fda/--hda")
     if args.snapshot:

@@ -20,9 +20,9 @@ import sys
 from pathlib import Path
 
 from devices.disk_store import (
-    FLAG_COMMITTING, OVL_MAGIC, SECTOR, ImageError, OverlayBackend, OverlayHeader,
-    _load_table, _pwrite_full, check_base, check_image, fingerprint, is_overlay, is_writable,
-    open_backend, read_header)
+    FLAG_COMMITTING, SECTOR, ImageError, OverlayBackend, OverlayHeader, _load_table,
+    _pwrite_full, check_base, check_image, fingerprint, is_overlay, is_writable, open_backend,
+    read_header)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -79,13 +79,10 @@ def _require_overlay(path: Path) -> None:
         raise ImageError(f"{path}: no such image")
     if not path.is_file():
         raise ImageError(f"{path}: not a regular file")
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(len(OVL_MAGIC))
-    except OSError as e:
-        raise ImageError(f"{path}: cannot read ({e.strerror})") from None
-    if magic != OVL_MAGIC:
-        raise ImageError(f"{path}: not an hv overlay (no {OVL_MAGIC[:6].decode()} header)")
+    if not os.access(path, os.R_OK):
+        raise ImageError(f"{path}: cannot read (permission denied)")
+    if not is_overlay(path):
+        raise ImageError(f"{path}: not an hv overlay (no HVOVL1 header)")
 
 
 def commit(overlay: str | os.PathLike) -> int:
@@ -102,6 +99,8 @@ def commit(overlay: str | os.PathLike) -> int:
             raise ImageError(f"{ov}: base image {base} is missing")
     else:
         check_base(ov, hdr)
+    if base.exists() and not is_writable(base):
+        raise ImageError(f"{ov}: base image {base} is read-only; cannot commit into it")
     check_image(base, writable=True)
     try:
         fd = os.open(ov, os.O_RDWR)

@@ -18,9 +18,13 @@ from devices.base import Device
 from devices.cmos import CmosRtc
 from devices.console_uart16550 import Uart16550
 from devices.debugcon import DebugConsole, PostCode
+from devices.disk_floppy import Fdc82077
+from devices.disk_ide import IdeChannel
+from devices.dma8237 import Dma8237
 from devices.disk_store import Disk, DiskStore
 from devices.hostdisk import HostDiskPort
 from devices.i8042 import I8042, SystemControlPortA
+from devices.nic_ne2000 import Ne2000
 from devices.pic8259 import DualPic8259
 from devices.pit8254 import Pit8254
 from devices.vga import Vga
@@ -28,6 +32,7 @@ from hv import exits
 from hv.bus import MmioBus, PortBus
 from hv.clock import Clock
 from hv.hypercall import HypercallTable
+from hv.net import make_network
 from hv.memory import ROM_BASE, ROM_END, VIDEO_BASE, VIDEO_END, GuestMemory, MiB
 
 HOUSEKEEPING_NS = 10_000_000     # the loop looks at input, --until and timeouts 100x/s
@@ -107,6 +112,8 @@ class Machine:
             self.vcpu = Vcpu(self, cfg.dispatch, cfg.trace)
         except BaseException:
             self.disks.close()
+            if hasattr(self, "network"):
+                self.network.close()
             raise
         self.pic.on_intr = self._on_intr
         self.clock.on_deadline_change = self._on_deadline_change
@@ -115,11 +122,24 @@ class Machine:
 
     # -- construction ---------------------------------------------------------------
     def _attach_drives(self) -> None:
+        """Open every image. Floppy A and B are BIOS drives 0x00 and 0x01; IDE disks
+        (hda, hdb, hdc, hdd) present get 0x80, 0x81... in that order, as a BIOS
+        numbers the disks it finds."""
         cfg = self.config
-        for number, spec, kind in ((0x00, cfg.fda, "floppy"), (0x01, cfg.fdb, "floppy"),
-                                   (0x80, cfg.hda, "hd"), (0x81, cfg.hdb, "hd")):
+        self.slots: dict[str, Disk | None] = {}
+        next_hd = 0x80
+        for slot, kind in (("fda", "floppy"), ("fdb", "floppy"), ("hda", "hd"), ("hdb", "hd"),
+                           ("hdc", "hd"), ("hdd", "hd")):
+            spec = getattr(cfg, slot)
+            disk = None
             if spec is not None:
-                self.disks.attach(number, Disk(spec.path, kind, spec.readonly, spec.snapshot))
+                disk = Disk(spec.path, kind, spec.readonly, spec.snapshot)
+                if kind == "floppy":
+                    self.disks.attach(0x00 if slot == "fda" else 0x01, disk)
+                else:
+                    self.disks.attach(next_hd, disk)
+                    next_hd += 1
+            self.slots[slot] = disk
 
     def add(self, dev: Device) -> Device:
         for r in dev.ports:
@@ -134,10 +154,10 @@ class Machine:
         self.pic = self.add(DualPic8259())
         self.pit = self.add(Pit8254(clock, irq0=self.pic.line(0)))
         self.uart = self.add(Uart16550(irq=self.pic.line(4), sink=self._serial_out, clock=clock))
-        floppies = self.disks.floppies()
-        types = tuple(d.cmos_type for d in floppies) + (0, 0)
+        fda, fdb = self.slots["fda"], self.slots["fdb"]
+        types = tuple(d.cmos_type if d else 0 for d in (fda, fdb))
         self.cmos = self.add(CmosRtc(clock, irq=self.pic.line(8), mem_size=self.config.mem_size,
-                                     floppy_types=types[:2], hd_count=len(self.disks.hard_disks())))
+                                     floppy_types=types, hd_count=len(self.disks.hard_disks())))
         self.kbd = self.add(I8042(irq1=self.pic.line(1), on_a20=self._set_a20,
                                   on_reset=self.request_reset))
         self.port92 = self.add(SystemControlPortA(on_a20=self._set_a20, on_reset=self.request_reset))
@@ -146,6 +166,18 @@ class Machine:
         self.debugcon = self.add(DebugConsole(self.config.debugcon))
         self.post = self.add(PostCode())
         self.hostdisk = self.add(HostDiskPort(self.disks, mem))
+        self.dma = self.add(Dma8237(mem))
+        self.fdc = self.add(Fdc82077(irq=self.pic.line(6), dma=self.dma, drives=(fda, fdb)))
+        self.network = make_network(self.config.net, self.config.pcap)
+        self.netport = self.network("nic0")
+        if self.netport is not None:
+            self.netport.on_frame = self._on_frame
+        self.nic = self.add(Ne2000(irq=self.pic.line(self.config.nic_irq), port=self.netport,
+                                   base=self.config.nic_base, isa_irq=self.config.nic_irq))
+        slots = self.slots
+        self.ide = [self.add(IdeChannel(self.pic.line(14), (slots["hda"], slots["hdb"]), name="ide0")),
+                    self.add(IdeChannel(self.pic.line(15), (slots["hdc"], slots["hdd"]), name="ide1",
+                                        base=0x170, ctrl=0x376))]
 
     def _load_firmware(self) -> None:
         from hv.firmware import firmware_for
@@ -162,6 +194,13 @@ class Machine:
         fast = getattr(getattr(self, "vcpu", None), "fast", None)
         if fast is not None:
             fast.set_deadline(None if deadline is None else self.clock.host_time(deadline))
+
+    def _on_frame(self) -> None:
+        # A frame is queued for the NIC: may run in another machine's thread.
+        vcpu = getattr(self, "vcpu", None)
+        if vcpu is not None:
+            vcpu.kick()
+        self._wake.set()
 
     def _set_a20(self, enabled: bool) -> None:
         # Two gates drive one A20 line (the 8042 output port, port 0x92): the last
@@ -255,6 +294,8 @@ class Machine:
     def service(self) -> None:
         """Everything the host does when it has the CPU back."""
         self.clock.run_due()
+        if self.netport is not None and self.netport.pending:
+            self.netport.poll(self.nic.receive, ready=self.nic.can_receive)
         self._feed_input()
         self._check_until()
         if self._deadline_wall is not None and time.monotonic() >= self._deadline_wall:
@@ -265,7 +306,8 @@ class Machine:
         """HLT with interrupts on: sleep until the next deadline or an event."""
         d = self.clock.next_deadline()
         wait = HOUSEKEEPING_NS / 1e9 if d is None else max(0.0, (d - self.clock.now()) / 1e9)
-        if wait > 0 and not self.pic.has_interrupt():
+        if wait > 0 and not self.pic.has_interrupt() and not (
+                self.netport is not None and self.netport.pending):
             self._wake.wait(wait)
         self._wake.clear()
 
@@ -293,3 +335,4 @@ class Machine:
     def close(self) -> None:
         self.vcpu.close()
         self.disks.close()
+        self.network.close()

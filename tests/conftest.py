@@ -31,3 +31,16 @@ def boot(tmp_path):
 
 needs_binutils = pytest.mark.skipif(shutil.which("as") is None,
                                     reason="GNU binutils (as, ld) are needed to assemble test guests")
+
+
+HD_IMAGE_BYTES = 4 * 1024 * 1024   # as tests/qemu_util.py pads hard disks for QEMU
+
+
+def disk_copy(src, dst, drive: str):
+    """Copy a guest image for a test run; hard disks are padded to 4 MiB, as the QEMU
+    runs pad them, so both emulators see the same geometry (8 cylinders x 16 x 63)."""
+    data = Path(src).read_bytes()
+    if drive.startswith("hd"):
+        data = data.ljust(HD_IMAGE_BYTES, b"\0")
+    Path(dst).write_bytes(data)
+    return Path(dst)

@@ -90,6 +90,8 @@ def run_image(
     keys: list[str] | None = None,
     keys_after: str | None = None,
     readonly: bool = False,
+    extra_args: list[str] | None = None,
+    bios: Path | str | None = None,
 ) -> str:
     """Boot ``image`` and return everything written to COM1 (decoded as latin-1).
 
@@ -97,6 +99,9 @@ def run_image(
     until: stop as soon as the output matches this regex (else run to ``timeout``).
     keys: QMP qcodes pressed one by one once ``keys_after`` (a regex) has appeared.
     readonly: write-protect the medium (floppy only; QEMU refuses read-only IDE disks).
+    extra_args: more QEMU arguments (devices, more drives), e.g. ``scratch_disk_args`` or
+        ``NE2000_ARGS``.
+    bios: a firmware image for ``-bios`` instead of QEMU's SeaBIOS (e.g. hv's emulated BIOS).
     """
     require_qemu()
     if drive not in ("floppy", "hd"):
@@ -119,6 +124,8 @@ def run_image(
             QEMU, "-display", "none", "-serial", "stdio", "-monitor", "none",
             "-no-reboot", "-m", "32",
             *media,
+            *(extra_args or []),
+            *(["-bios", str(bios)] if bios is not None else []),
         ]
         if keys:
             cmd += ["-qmp", f"unix:{qmp_path},server=on,wait=off"]
@@ -154,3 +161,17 @@ def run_image(
             proc.stdout.close()
             proc.stderr.close()
         return out.decode("latin-1")
+
+
+def scratch_disk_args(path: Path | str) -> list[str]:
+    """QEMU arguments attaching a raw image (``guests.scratch_disk``) as the primary IDE
+    master, next to a boot floppy (disktest)."""
+    return ["-drive", f"if=ide,index=0,media=disk,format=raw,file={path}"]
+
+
+# nettest's card: an ISA NE2000 at 0x300/IRQ 9 on QEMU's user-mode network (slirp:
+# gateway 10.0.2.2, guest 10.0.2.15), with QEMU's default MAC spelled out.
+NE2000_ARGS = [
+    "-device", "ne2k_isa,iobase=0x300,irq=9,netdev=n0,mac=52:54:00:12:34:56",
+    "-netdev", "user,id=n0",
+]

@@ -147,7 +147,7 @@ def test_post_installs_a_fixed_disk_parameter_table_for_the_hard_disk(boot):
     m = boot("", hd=bytes(512 * 4))
     off, seg = m.mem.u16(0x41 * 4), m.mem.u16(0x41 * 4 + 2)
     table = m.mem.read(seg * 16 + off, 16)
-    assert struct.unpack_from("<H", table)[0] == 1 and table[2] == 16 and table[14] == 63
+    assert struct.unpack_from("<H", table)[0] == 2 and table[2] == 16 and table[14] == 63
     assert m.mem.u8(B.HD_COUNT) == 1
 
 
@@ -441,7 +441,7 @@ def test_get_parameters_of_a_hard_disk_counts_hard_disks(boot):
     m = boot("", hd=bytes(512 * 3000))
     ctx = call(m, disk.int13, ah=0x08, dl=0x80)
     r = ctx.regs
-    cyls = -(-3000 // (16 * 63))
+    cyls = max(3000 // (16 * 63), 2)      # QEMU's guess: whole cylinders, at least 2
     assert not ctx.cf and r.dl == 1 and r.dh == 15 and r.cl & 0x3F == 63
     assert r.ch | ((r.cl & 0xC0) << 2) == cyls - 1
 
@@ -514,7 +514,7 @@ def test_edd_drive_parameters_fill_the_result_buffer(boot):
     ctx = call(m, disk.int13, ah=0x48, dl=0x80, ds=0, si=0x700)
     size, flags, cyl, heads, spt, total, bps = struct.unpack_from("<HHIIIQH", m.mem.read(0x700, 26))
     assert not ctx.cf and size == 0x1E and (heads, spt, bps) == (16, 63, 512)
-    assert cyl == 1 and total == 1008 and m.mem.u32(0x71A) == 0xFFFFFFFF
+    assert cyl == 2 and total == 100 and m.mem.u32(0x71A) == 0xFFFFFFFF
 
 
 def test_edd_drive_parameters_refuse_a_small_buffer(boot):
@@ -843,8 +843,9 @@ def test_random_scancodes_never_raise(fuzz_machine, codes):
 
 @pytest.mark.skipif(not (IMAGES / "bioscheck.img").exists(), reason="bioscheck.img not built")
 @pytest.mark.parametrize("drive", ["fda", "hda"])
-def test_bioscheck_passes_everything(drive, machines):
-    spec = DriveSpec(str(IMAGES / "bioscheck.img"), snapshot=True)
+def test_bioscheck_passes_everything(drive, machines, tmp_path):
+    from tests.conftest import disk_copy
+    spec = DriveSpec(str(disk_copy(IMAGES / "bioscheck.img", tmp_path / "b.img", drive)))
     m = Machine(MachineConfig(timeout=30, until=r"bioscheck done", **{drive: spec}))
     machines.append(m)
     m.run()

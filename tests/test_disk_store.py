@@ -14,11 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devices import disk_store as ds
 from devices.disk_store import (
     BAD_COMMAND, FLAG_COMMITTING, OUT_OF_RANGE, SECTOR, WRITE_PROTECTED, Disk, DiskError,
     ImageError, check_image, read_header)
-from hv import disk_tool
 from hv.disk_tool import commit, create_overlay, info, main_disk
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -532,7 +530,7 @@ def test_info_of_an_overlay_names_base_size_and_allocation(raw, overlay):
     out = info(overlay)
     assert "format: overlay" in out
     assert f"virtual size: {HD_SECTORS * SECTOR} bytes" in out
-    assert "base: base.img" in out and "base state: unchanged" in out
+    assert f"base: {raw}" in out and "base state: unchanged" in out
     assert "allocated: 3 sectors" in out
 
 
@@ -636,13 +634,15 @@ OPS = st.lists(st.tuples(st.sampled_from(["read", "write", "flush"]),
 def run_model(d: Disk, model: bytearray, ops) -> None:
     n = len(model) // SECTOR
     for op, lba, count, byte in ops:
+        if op == "write":
+            count = max(count, 0)        # a write's count is its data length
         inside = lba >= 0 and count >= 0 and lba + count <= n
         try:
             if op == "read":
                 got = d.read(lba, count)
                 assert inside and got == bytes(model[lba * SECTOR:(lba + count) * SECTOR])
             elif op == "write":
-                data = bytes([byte]) * (max(count, 0) * SECTOR)
+                data = bytes([byte]) * (count * SECTOR)
                 d.write(lba, data)
                 assert inside
                 model[lba * SECTOR:(lba + count) * SECTOR] = data
@@ -696,3 +696,36 @@ def test_hostile_read_and_write_arguments_raise_only_disk_error(lba, count, data
                     call()
                 except DiskError:
                     pass
+
+
+def test_commit_into_a_read_only_base_is_an_image_error_and_keeps_the_overlay(raw, overlay):
+    with Disk(overlay, "hd") as d:
+        d.write(0, sector(1))
+    raw.chmod(0o444)
+    before = digest(overlay)
+    with pytest.raises(ImageError) as e:
+        commit(overlay)
+    assert "read-only" in one_line_image_error(e)
+    assert digest(overlay) == before
+
+
+def test_overlay_chain_loop_is_an_image_error_not_a_recursion_error(tmp_path, raw, overlay,
+                                                                    monkeypatch):
+    # A hand-made header may name any base; a loop must end in a one-line error.
+    from devices import disk_store
+    monkeypatch.setattr(disk_store, "check_base", lambda p, hdr: Path(p))
+    with pytest.raises(ImageError) as e:
+        check_image(overlay, writable=False)
+    assert "chain" in one_line_image_error(e)
+
+
+def test_overlay_over_a_short_floppy_image_covers_the_whole_floppy(tmp_path):
+    base = tmp_path / "boot.img"
+    base.write_bytes(sector(0x55, 2))
+    ov = tmp_path / "f.hvo"
+    create_overlay(ov, base)
+    with Disk(ov, "floppy") as d:
+        assert d.sectors == 2880
+        d.write(2879, sector(0x99))
+        assert d.read(0, 3) == sector(0x55, 2) + sector(0)
+        assert d.read(2879, 1) == sector(0x99)

@@ -40,7 +40,7 @@ def test_sector_zero_has_the_boot_signature(name):
 
 
 def test_names_lists_every_guest():
-    assert set(guests.names()) >= {"hello", "timer", "keyecho", "bioscheck"}
+    assert set(guests.names()) >= {"hello", "timer", "keyecho", "bioscheck", "disktest", "nettest"}
 
 
 def test_image_path_rejects_an_unknown_guest():

@@ -9,6 +9,7 @@ import pytest
 
 import guests
 from hv.machine import BIOS_STYLES, DriveSpec, Machine, MachineConfig
+from tests.conftest import disk_copy
 from tests.qemu_util import qemu_available, run_image
 
 GOLDEN = Path(__file__).parent / "golden" / "bioscheck.serial.txt"
@@ -18,8 +19,7 @@ DONE = r"bioscheck done: \d+ passed, \d+ failed\r\n"
 def run_guest(name: str, bios: str, tmp_path: Path, drive: str = "fda", timeout: float = 20,
               **kw) -> Machine:
     # A scratch copy: bioscheck writes (and restores) sectors of its own disk.
-    img = tmp_path / f"{name}.img"
-    shutil.copy(guests.image_path(name), img)
+    img = disk_copy(guests.image_path(name), tmp_path / f"{name}.img", drive)
     m = Machine(MachineConfig(bios=bios, timeout=timeout, **{drive: DriveSpec(str(img))}, **kw))
     m.result_ = m.run()
     m.close()

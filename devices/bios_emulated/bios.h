@@ -71,12 +71,17 @@ enum {
     BDA_KBD_LED = 0x97,
 };
 
-/* EBDA (1 KiB at the top of base memory, segment in BDA 0x0E). Offsets:
- *   0x000 size in KiB (1)          0x004 saved caller ESP (call32)
+/* EBDA (2 KiB at the top of base memory, segment in BDA 0x0E). Offsets:
+ *   0x000 size in KiB (2)          0x004 saved caller ESP (call32)
  *   0x008 saved caller SS          0x00A saved caller GDTR (6 bytes)
- *   0x010-0x03F free               0x040-0x3FF C stack (grows down from 0x400) */
+ *   0x010-0x03F disk table (struct disk_table)
+ *   0x040-0x1FF free
+ *   0x200-0x3FF diskette DMA bounce buffer (512-aligned: never crosses 64 KiB)
+ *   0x400-0x7FF C stack (grows down from 0x800; entry.S has the same number) */
+#define EBDA_KB 2
 #define EBDA_SIZE_KB 0x00
-#define EBDA_STACK_TOP 0x400
+#define EBDA_BOUNCE 0x200
+#define EBDA_STACK_TOP 0x800
 
 static inline u32 ebda_base(void) { return (u32)BDA16(BDA_EBDA_SEG) << 4; }
 
@@ -117,22 +122,63 @@ enum {
 static inline u8 cmos_read(u8 reg) { outb(reg, CMOS_INDEX); return inb(CMOS_DATA); }
 static inline void cmos_write(u8 reg, u8 v) { outb(reg, CMOS_INDEX); outb(v, CMOS_DATA); }
 
-/* Host disk port (the project's stand-in for disk controllers). */
-#define HD_PORT 0x5F0
-enum {
-    HD_COMMAND = 0x00, HD_STATUS = 0x00, HD_DRIVE = 0x04, HD_LBA = 0x08,
-    HD_COUNT = 0x0C, HD_BUFFER = 0x10, HD_TOTAL = 0x14, HD_CYLS = 0x18,
-    HD_HEADS = 0x1C, HD_SPT = 0x20, HD_TYPE = 0x24, HD_FLOPPY_TYPE = 0x28,
-};
-enum { HD_CMD_READ = 1, HD_CMD_WRITE = 2, HD_CMD_IDENTIFY = 3 };
-enum { HD_OK = 0, HD_NO_DRIVE = 1, HD_OUT_OF_RANGE = 2, HD_WRITE_PROTECTED = 3,
-       HD_BAD_BUFFER = 4, HD_BAD_COMMAND = 5 };
-enum { HD_TYPE_NONE = 0, HD_TYPE_FLOPPY = 1, HD_TYPE_DISK = 2 };
+/* ---- disks ---------------------------------------------------------------- */
 
-struct drive_geom {
-    u32 total, cyls, heads, spt, type, floppy_type;
+/* More BDA bytes the disk code keeps (IBM AT tech ref names). */
+enum {
+    BDA_FD_RECAL = 0x3E,        /* bits 0-1 drive calibrated, bit 7 IRQ 6 seen */
+    BDA_FD_MOTOR = 0x3F,        /* bits 0-1 motor on, bit 7 write in progress */
+    BDA_FD_MOTOR_TICKS = 0x40,  /* ticks until IRQ 0 turns the motors off */
+    BDA_FD_RESULT = 0x42,       /* 7 result bytes of the last FDC command */
+    BDA_HD_IRQ = 0x8E,          /* FFh once IRQ 14/15 came */
+    BDA_FD_CYL = 0x94,          /* present cylinder, drive 0 and 1 */
 };
-int hostdisk_identify(u8 drive, struct drive_geom *g);
+#define FD_RECAL_IRQ 0x80
+
+/* Drives found at POST, kept in the EBDA at offset 0x10 (0x10-0x3F is free). */
+#define EBDA_DISKS 0x10
+#define MAX_HD 4
+struct ata_drive {
+    u8 where;                   /* bit 0 slave, bit 1 secondary channel */
+    u8 heads, spt, pad;
+    u16 cyls;                   /* IDENTIFY words 1/3/6: default CHS */
+    u32 total;                  /* words 60-61: LBA28 capacity */
+} __attribute__((packed));
+struct disk_table {
+    u8 hd_count;
+    u8 fd_type[2];              /* CMOS 0x10 nibbles: 4 = 1.44 MB etc. */
+    u8 pad;
+    struct ata_drive hd[MAX_HD];
+} __attribute__((packed));
+_Static_assert(EBDA_DISKS + sizeof(struct disk_table) <= 0x40, "disk table overlaps the C stack");
+static inline struct disk_table *disk_table(void)
+{ return (struct disk_table *)(ebda_base() + EBDA_DISKS); }
+
+/* INT 13h status codes (RBIL table 00234). */
+enum {
+    DISK_RET_SUCCESS = 0x00, DISK_RET_EPARAM = 0x01, DISK_RET_EADDRNOTFOUND = 0x02,
+    DISK_RET_EWRITEPROTECT = 0x03, DISK_RET_ENOTFOUND = 0x04, DISK_RET_EDMA = 0x08,
+    DISK_RET_EBOUNDARY = 0x09, DISK_RET_EBADTRACK = 0x0C, DISK_RET_ECC = 0x10,
+    DISK_RET_ECONTROLLER = 0x20, DISK_RET_ESEEK = 0x40, DISK_RET_ETIMEOUT = 0x80,
+    DISK_RET_ENOTREADY = 0xAA,
+};
+
+/* ata.c / floppy.c: transfer count sectors between LBA lba and flat buffer buf.
+ * Return an INT 13h status; *done = sectors moved before any error. */
+int ata_probe(u8 where, struct ata_drive *d);
+u8 ata_rw(const struct ata_drive *d, int write, u32 lba, u32 count, u32 buf, u32 *done);
+u8 floppy_rw(u8 drive, int write, u32 lba, u32 count, u32 buf, u32 *done);
+void floppy_reset_request(void);
+struct fd_geom { u8 cyls, heads, spt, rate; };
+const struct fd_geom *floppy_geom(u8 type);
+void disk_post(void);
+
+/* Ticks (BDA 0x46C) since start, across midnight. */
+u32 ticks_since(u32 start);
+
+/* entry.S: from C, drop to real mode and sti;hlt once with only IRQ 0, the
+ * cascade and IRQ irq unmasked (so no handler re-enters call32), then return. */
+void rm_wait(u32 irq);
 
 /* Serial (16550 COM1). */
 #define COM1 0x3F8
@@ -168,6 +214,7 @@ extern const char entry_iret[], entry_irq_master[], entry_irq_slave[];
 extern const char entry_irq0[], entry_irq1[], entry_int10[], entry_int11[];
 extern const char entry_int12[], entry_int13[], entry_int15[], entry_int16[];
 extern const char entry_int19[], entry_int1a[], entry_int18[];
+extern const char entry_irq6[], entry_irq14[], entry_irq15[];
 extern const char boot_fail_halt[];
 
 #define ASM_OFF(p) ((u16)(u32)(p))

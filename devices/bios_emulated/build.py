@@ -18,11 +18,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROM_SIZE = 0x10000
 ROM_NAME = "bios.bin"
-# Stack budget per C function: the whole C stack is the EBDA's top 960 bytes.
+# Stack budget per C function: the whole C stack is the EBDA's top 1 KiB.
 MAX_FRAME_BYTES = 256
 
 ASM_SOURCES = ("entry.S",)
-C_SOURCES = ("lib.c", "misc.c", "video.c", "kbd.c", "disk.c", "tables.c")
+C_SOURCES = ("lib.c", "misc.c", "video.c", "kbd.c", "disk.c", "ata.c", "floppy.c", "tables.c")
 
 CFLAGS = [
     "-m32", "-march=i386", "-ffreestanding", "-fno-pic", "-fno-pie", "-Os",

@@ -1,61 +1,59 @@
-/* INT 13h and INT 19h on top of the host disk port (0x5F0): a block of
- * 32-bit registers; writing COMMAND runs the command synchronously and the
- * host copies sectors straight to/from guest RAM. Geometry comes from
- * IDENTIFY on every call, so no drive state needs to be kept. */
+/* INT 13h and INT 19h over the real controllers: ATA disks (ata.c, BIOS
+ * drives 80h-83h in the order primary master, primary slave, secondary
+ * master, secondary slave) and diskettes (floppy.c, drives 00h/01h). The
+ * drives are found once at POST (disk_post) and kept in the EBDA. */
 #include "bios.h"
 
-/* INT 13h status codes (RBIL table 00234). */
-enum {
-    DISK_RET_SUCCESS = 0x00, DISK_RET_EPARAM = 0x01, DISK_RET_EADDRNOTFOUND = 0x02,
-    DISK_RET_EWRITEPROTECT = 0x03, DISK_RET_ENOTFOUND = 0x04, DISK_RET_EBOUNDARY = 0x09,
-    DISK_RET_EBADTRACK = 0x0C, DISK_RET_ECONTROLLER = 0x20, DISK_RET_ENOTREADY = 0xAA,
+struct drive_geom {
+    u32 total, cyls, heads, spt, floppy_type;
 };
 
-static u32 hd_read(u32 reg) { return inl((u16)(HD_PORT + reg)); }
-static void hd_write(u32 reg, u32 v) { outl(v, (u16)(HD_PORT + reg)); }
+static int is_floppy(u8 drive) { return drive < 0x80; }
 
-int hostdisk_identify(u8 drive, struct drive_geom *g)
+static int drive_geom(u8 drive, struct drive_geom *g)
 {
-    hd_write(HD_DRIVE, drive);
-    hd_write(HD_COMMAND, HD_CMD_IDENTIFY);
-    if (hd_read(HD_STATUS) != HD_OK)
+    struct disk_table *t = disk_table();
+    if (is_floppy(drive)) {
+        const struct fd_geom *f = drive < 2 ? floppy_geom(t->fd_type[drive]) : 0;
+        if (!f)
+            return -1;
+        g->cyls = f->cyls;
+        g->heads = f->heads;
+        g->spt = f->spt;
+        g->total = g->cyls * g->heads * g->spt;
+        g->floppy_type = t->fd_type[drive];
+        return 0;
+    }
+    u8 i = (u8)(drive - 0x80);
+    if (i >= t->hd_count || i >= MAX_HD)
         return -1;
-    g->type = hd_read(HD_TYPE);
-    if (g->type != HD_TYPE_FLOPPY && g->type != HD_TYPE_DISK)
-        return -1;              /* also what an absent port (all ones) gives */
-    g->total = hd_read(HD_TOTAL);
-    g->cyls = hd_read(HD_CYLS);
-    g->heads = hd_read(HD_HEADS);
-    g->spt = hd_read(HD_SPT);
-    g->floppy_type = hd_read(HD_FLOPPY_TYPE);
-    if (!g->heads || !g->spt)
-        return -1;
+    const struct ata_drive *d = &t->hd[i];
+    g->cyls = d->cyls;
+    g->heads = d->heads;
+    g->spt = d->spt;
+    g->total = d->total;
+    g->floppy_type = 0;
     return 0;
 }
 
-static u32 hostdisk_rw(u8 drive, u32 cmd, u32 lba, u32 count, u32 buf)
+static u8 drive_rw(u8 drive, int write, u32 lba, u32 count, u32 buf, u32 *done)
 {
-    hd_write(HD_DRIVE, drive);
-    hd_write(HD_LBA, lba);
-    hd_write(HD_COUNT, count);
-    hd_write(HD_BUFFER, buf);
-    hd_write(HD_COMMAND, cmd);
-    return hd_read(HD_STATUS);
+    if (is_floppy(drive))
+        return floppy_rw(drive, write, lba, count, buf, done);
+    return ata_rw(&disk_table()->hd[(u8)(drive - 0x80) & (MAX_HD - 1)], write, lba, count, buf, done);
 }
 
-static u8 status_to_ret(u32 st)
+void disk_post(void)
 {
-    switch (st) {
-    case HD_OK: return DISK_RET_SUCCESS;
-    case HD_OUT_OF_RANGE: return DISK_RET_ENOTFOUND;
-    case HD_WRITE_PROTECTED: return DISK_RET_EWRITEPROTECT;
-    case HD_BAD_BUFFER: return DISK_RET_EBOUNDARY;
-    case HD_NO_DRIVE: return DISK_RET_ENOTREADY;
-    default: return DISK_RET_EPARAM;
-    }
+    struct disk_table *t = disk_table();
+    memset(t, 0, sizeof(*t));
+    u8 types = cmos_read(CMOS_FLOPPY_TYPES);
+    t->fd_type[0] = floppy_geom(types >> 4) ? types >> 4 : 0;
+    t->fd_type[1] = floppy_geom(types & 0x0F) ? types & 0x0F : 0;
+    for (u8 where = 0; where < 4 && t->hd_count < MAX_HD; where++)
+        if (!ata_probe(where, &t->hd[t->hd_count]))
+            t->hd_count++;
 }
-
-static int is_floppy(u8 drive) { return drive < 0x80; }
 
 static void disk_ret(struct bregs *r, u8 code)
 {
@@ -79,7 +77,7 @@ static u8 drive_count(int floppies)
 /* Legacy CHS geometry as INT 13h reports it (cylinders capped at 1024). */
 static u32 lchs_cyls(const struct drive_geom *g) { return g->cyls > 1024 ? 1024 : g->cyls; }
 
-static void int13_rw_chs(struct bregs *r, const struct drive_geom *g, u32 cmd)
+static void int13_rw_chs(struct bregs *r, const struct drive_geom *g, int write)
 {
     u32 count = r->al;
     u32 sector = r->cl & 0x3F;
@@ -92,10 +90,14 @@ static void int13_rw_chs(struct bregs *r, const struct drive_geom *g, u32 cmd)
         return;
     }
     u32 lba = (cyl * g->heads + head) * g->spt + sector - 1;
-    u32 st = hostdisk_rw(r->dl, cmd, lba, count, FLAT(r->es, r->bx));
-    u8 code = status_to_ret(st);
-    if (code)
+    if (lba + count > g->total) {
         r->al = 0;
+        disk_ret(r, DISK_RET_ENOTFOUND);
+        return;
+    }
+    u32 done;
+    u8 code = drive_rw(r->dl, write, lba, count, FLAT(r->es, r->bx), &done);
+    r->al = (u8)done;           /* sectors transferred, also after an error */
     disk_ret(r, code);
 }
 
@@ -108,7 +110,7 @@ struct dap {
     u32 buf64_lo, buf64_hi;
 } __attribute__((packed));
 
-static void int13_rw_ext(struct bregs *r, const struct drive_geom *g, u32 cmd)
+static void int13_rw_ext(struct bregs *r, const struct drive_geom *g, int write)
 {
     struct dap *d = (struct dap *)FLAT(r->ds, r->si);
     if (d->size < 0x10) {
@@ -134,9 +136,9 @@ static void int13_rw_ext(struct bregs *r, const struct drive_geom *g, u32 cmd)
         disk_ret(r, DISK_RET_SUCCESS);
         return;
     }
-    u8 code = status_to_ret(hostdisk_rw(r->dl, cmd, d->lba_lo, count, buf));
-    if (code)
-        d->count = 0;
+    u32 done;
+    u8 code = drive_rw(r->dl, write, d->lba_lo, count, buf, &done);
+    d->count = (u16)done;
     disk_ret(r, code);
 }
 
@@ -196,7 +198,7 @@ void c_int13(struct bregs *r)
 {
     struct drive_geom g;
     u8 drive = r->dl;
-    int present = hostdisk_identify(drive, &g) == 0;
+    int present = drive_geom(drive, &g) == 0;
 
     if (r->ah == 0x08 && !present) {
         /* RBIL: DL = number of drives even when this one is absent. */
@@ -228,6 +230,10 @@ void c_int13(struct bregs *r)
     switch (r->ah) {
     case 0x00:                  /* reset */
     case 0x0D:                  /* alternate reset */
+        if (is_floppy(drive))
+            floppy_reset_request();
+        disk_ret(r, DISK_RET_SUCCESS);
+        break;
     case 0x10:                  /* test unit ready */
     case 0x11:                  /* recalibrate */
     case 0x04:                  /* verify */
@@ -236,10 +242,10 @@ void c_int13(struct bregs *r)
         disk_ret(r, DISK_RET_SUCCESS);
         break;
     case 0x02:
-        int13_rw_chs(r, &g, HD_CMD_READ);
+        int13_rw_chs(r, &g, 0);
         break;
     case 0x03:
-        int13_rw_chs(r, &g, HD_CMD_WRITE);
+        int13_rw_chs(r, &g, 1);
         break;
     case 0x08:
         int13_geometry(r, &g);
@@ -269,10 +275,10 @@ void c_int13(struct bregs *r)
         r->cx = 0x0001;         /* extended disk access (42h-44h, 47h, 48h) */
         break;
     case 0x42:
-        int13_rw_ext(r, &g, HD_CMD_READ);
+        int13_rw_ext(r, &g, 0);
         break;
     case 0x43:
-        int13_rw_ext(r, &g, HD_CMD_WRITE);
+        int13_rw_ext(r, &g, 1);
         break;
     case 0x44:                  /* verify */
     case 0x47:                  /* seek */
@@ -295,9 +301,12 @@ void c_int13(struct bregs *r)
 static int try_boot(u8 drive)
 {
     struct drive_geom g;
-    if (hostdisk_identify(drive, &g))
+    u32 done;
+    if (drive_geom(drive, &g))
         return 0;
-    if (hostdisk_rw(drive, HD_CMD_READ, 0, 1, BOOT_ADDR) != HD_OK)
+    /* A diskette may need a second try after the reset (change line). */
+    if (drive_rw(drive, 0, 0, 1, BOOT_ADDR, &done)
+            && (!is_floppy(drive) || drive_rw(drive, 0, 0, 1, BOOT_ADDR, &done)))
         return 0;
     return MEM16(BOOT_ADDR + 510) == MBR_SIGNATURE;
 }

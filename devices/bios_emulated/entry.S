@@ -6,12 +6,13 @@
  * (struct bregs in bios.h) and jumps to call32 with the C function in ECX.
  * call32 saves the caller's SS:ESP and GDTR in the EBDA, loads the ROM GDT,
  * enables CR0.PE, and calls the C function on the EBDA stack (top at EBDA
- * offset 0x400) with a flat pointer to the register frame. On return it
+ * offset 0x800) with a flat pointer to the register frame. On return it
  * drops back to real mode through a 16-bit code segment, restores SS:ESP and
  * GDTR, pops the (edited) registers and irets with the frame's FLAGS.
  * Interrupts stay disabled for the whole C call (there is no protected-mode
  * IDT), so the single EBDA stack is never re-entered; anything that waits
- * (INT 16h AH=00/10h, INT 15h AH=86h) waits here in real mode with sti;hlt. */
+ * (INT 16h AH=00/10h, INT 15h AH=86h) waits here in real mode with sti;hlt,
+ * and disk I/O waits for its IRQ through rm_wait (below). */
 
 /* .text16 and .reset are linked at their offsets in segment F000 (rom.ld),
  * so a label is its real-mode offset; 32-bit code needs FLAT(). */
@@ -27,7 +28,7 @@
 #define EBDA_SAVED_ESP 0x04
 #define EBDA_SAVED_SS 0x08
 #define EBDA_SAVED_GDT 0x0A
-#define EBDA_STACK_TOP 0x400
+#define EBDA_STACK_TOP 0x800
 
 #define TICKS_PER_DAY 0x1800B0
 #define US_PER_TICK 54925
@@ -156,7 +157,7 @@ post_entry:
     outb %al, $0x20
 3:  ljmp *0x467
 
-    /* Base memory size (KiB) from CMOS 0x15/0x16; the EBDA is its last KiB. */
+    /* Base memory size (KiB) from CMOS 0x15/0x16; the EBDA is its last 2 KiB. */
 2:  movb $0x15, %al
     outb %al, $0x70
     inb $0x71, %al
@@ -170,7 +171,7 @@ post_entry:
     cmpw $64, %bx
     jae 5f
 4:  movw $640, %bx
-5:  decw %bx
+5:  subw $2, %bx
     shlw $6, %bx
     movw %bx, 0x40e
     /* Fake an INT frame so call32's iret lands on post_done. */
@@ -217,11 +218,54 @@ entry_irq0:
     xorl %eax, %eax
     movb $1, 0x470
 1:  movl %eax, 0x46c
-    int $0x1c
+    /* Diskette motor timeout (BDA 0x440, set by INT 13h): motors off at 0. */
+    cmpb $0, 0x440
+    je 2f
+    decb 0x440
+    jnz 2f
+    andb $0xf0, 0x43f
+    pushw %dx
+    movw $0x3f2, %dx
+    movb $0x0c, %al                 /* DOR: not reset, DMA+IRQ, no motor */
+    outb %al, %dx
+    popw %dx
+2:  int $0x1c
     cli
     movb $0x20, %al
     outb %al, $0x20
     popl %eax
+    popw %ds
+    iret
+
+/* IRQ 6: diskette controller. Bit 7 of BDA 0x43E tells INT 13h (floppy.c,
+ * which waits for it in rm_wait) that the command finished. */
+    .globl entry_irq6
+entry_irq6:
+    pushw %ds
+    pushw %ax
+    xorw %ax, %ax
+    movw %ax, %ds
+    orb $0x80, 0x43e
+    movb $0x20, %al
+    outb %al, $0x20
+    popw %ax
+    popw %ds
+    iret
+
+/* IRQ 14/15: ATA channels. BDA 0x48E = FFh (AT "hard disk interrupt flag");
+ * ata.c only uses the IRQ to wake up and re-reads the status register. */
+    .globl entry_irq14, entry_irq15
+entry_irq14:
+entry_irq15:
+    pushw %ds
+    pushw %ax
+    xorw %ax, %ax
+    movw %ax, %ds
+    movb $0xff, 0x48e
+    movb $0x20, %al
+    outb %al, $0xa0
+    outb %al, $0x20
+    popw %ax
     popw %ds
     iret
 
@@ -345,6 +389,85 @@ boot_fail_halt:
     .globl entry_int1a
 entry_int1a:
     CALL_C c_int1a
+
+/* ---- rm_wait: wait for an interrupt from inside a C handler ---------------
+ * void rm_wait(u32 irq), cdecl, called from 32-bit C (call32 context, IF=0).
+ * Goes back to real mode on the same (EBDA) stack, unmasks IRQ 0, the
+ * cascade and `irq` and masks every other line, does one sti;hlt (woken by
+ * the disk IRQ or the next timer tick), restores the masks and returns to
+ * protected mode. The other IRQs stay masked meanwhile because their handlers
+ * (IRQ 1's goes through call32) would reuse the EBDA stack we are on; a key
+ * pressed meanwhile waits in the PIC's IRR and is delivered afterwards. */
+rm_wait16:
+    movw $SEL_DATA16, %ax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %fs
+    movw %ax, %gs
+    movw %ax, %ss
+    movl %cr0, %eax
+    andb $0xfe, %al
+    movl %eax, %cr0
+    ljmp $0xF000, $OFF(1f)
+1:  xorw %ax, %ax
+    movw %ax, %ds
+    movzwl 0x40e, %eax
+    movw %ax, %ss
+    shll $4, %eax
+    movl %edi, %esi
+    subl %eax, %esi
+    movl %esi, %esp                 /* the same stack as SS:SP */
+    inb $0x21, %al
+    movb %al, %bl
+    inb $0xa1, %al
+    movb %al, %bh                   /* bx = the masks to restore */
+    movw $0xfffe, %dx               /* all masked but IRQ 0 ... */
+    andw $15, %cx
+    btrw %cx, %dx                   /* ... and the awaited one */
+    cmpb $8, %cl
+    jb 2f
+    andb $0xfb, %dl                 /* slave IRQ: open the cascade */
+2:  movb %dl, %al
+    outb %al, $0x21
+    movb %dh, %al
+    outb %al, $0xa1
+    sti                             /* sti;hlt: no wakeup is lost in between */
+    hlt
+    cli
+    movb %bl, %al
+    outb %al, $0x21
+    movb %bh, %al
+    outb %al, $0xa1
+    movl %cr0, %eax
+    orb $1, %al
+    movl %eax, %cr0
+    ljmpl $SEL_CODE32, $rm_wait_back
+
+    .section .text, "ax"
+    .code32
+    .globl rm_wait
+rm_wait:
+    pushl %ebp
+    pushl %ebx
+    pushl %esi
+    pushl %edi
+    movl 20(%esp), %ecx             /* irq */
+    movl %esp, %edi                 /* flat ESP, kept across the wait */
+    ljmpl $SEL_CODE16, $OFF(rm_wait16)
+rm_wait_back:
+    movw $SEL_DATA32, %ax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %fs
+    movw %ax, %gs
+    movw %ax, %ss
+    movl %edi, %esp
+    popl %edi
+    popl %esi
+    popl %ebx
+    popl %ebp
+    ret
+    .code16
 
 /* ---- fixed locations at the top of the ROM -------------------------------- */
     .section .reset, "ax"

@@ -16,7 +16,7 @@
 u16 base_mem_kb(void)
 {
     /* entry.S already derived the EBDA segment from CMOS 0x15/0x16. */
-    return (u16)((BDA16(BDA_EBDA_SEG) >> 6) + 1);
+    return (u16)((BDA16(BDA_EBDA_SEG) >> 6) + EBDA_KB);
 }
 
 /* First byte above RAM below 4 GiB: CMOS 0x34/0x35 (64 KiB units above
@@ -295,8 +295,30 @@ static void pic_setup(void)
     outb(0x02, PIC2_DATA);      /*       slave identity 2 */
     outb(0x01, PIC1_DATA);      /* ICW4: 8086 mode */
     outb(0x01, PIC2_DATA);
-    outb(0xF8, PIC1_DATA);      /* OCW1: IRQ 0, 1, 2 unmasked */
-    outb(0xFF, PIC2_DATA);
+    outb(0xB8, PIC1_DATA);      /* OCW1: IRQ 0, 1, 2 and 6 (diskette) unmasked */
+    outb(0x3F, PIC2_DATA);      /*       IRQ 14, 15 (ATA) unmasked */
+}
+
+/* A CPU with a local APIC comes out of reset with it software-disabled and
+ * LINT0 masked (QEMU's does), which blocks the 8259's INTR. Put it in
+ * virtual wire mode as SeaBIOS does: LINT0 = ExtINT, LINT1 = NMI. */
+#define CPUID_APIC (1u << 9)
+#define LAPIC_SVR 0xFEE000F0u
+#define LAPIC_SVR_ENABLE 0x100
+#define LAPIC_LINT0 0xFEE00350u
+#define LAPIC_LINT1 0xFEE00360u
+#define LVT_EXTINT_LEVEL 0x8700
+#define LVT_NMI_LEVEL 0x8400
+
+static void lapic_virtual_wire(void)
+{
+    u32 a = 1, b, c, d;
+    __asm__ volatile("cpuid" : "+a"(a), "=b"(b), "=c"(c), "=d"(d));
+    if (!(d & CPUID_APIC))
+        return;
+    MEM32(LAPIC_SVR) = MEM32(LAPIC_SVR) | LAPIC_SVR_ENABLE;
+    MEM32(LAPIC_LINT0) = LVT_EXTINT_LEVEL;
+    MEM32(LAPIC_LINT1) = LVT_NMI_LEVEL;
 }
 
 static void pit_setup(void)
@@ -349,6 +371,9 @@ void c_post(struct bregs *r)
     set_vector(0x18, entry_int18);
     set_vector(0x19, entry_int19);
     set_vector(0x1A, entry_int1a);
+    set_vector(0x0E, entry_irq6);
+    set_vector(0x76, entry_irq14);
+    set_vector(0x77, entry_irq15);
     set_vector_off(0x1E, ROM_OFF(diskette_param_table));
     set_vector_off(0x43, ROM_OFF(font8x8));
     MEM32(0x1F * 4) = 0;        /* no user font for chars 80h-FFh */
@@ -358,8 +383,8 @@ void c_post(struct bregs *r)
     BDA16(BDA_EBDA_SEG) = ebda_seg;
     /* The EBDA's first byte is its size in KiB; the rest of it holds
      * call32's saved state and our stack, so it is not cleared here. */
-    MEM8(ebda_base() + EBDA_SIZE_KB) = 1;
-    BDA16(BDA_MEMSIZE_KB) = (u16)(basemem - 1);
+    MEM8(ebda_base() + EBDA_SIZE_KB) = EBDA_KB;
+    BDA16(BDA_MEMSIZE_KB) = (u16)(basemem - EBDA_KB);
     BDA16(BDA_COM1) = COM1;
     BDA8(BDA_COM_TIMEOUT) = 0x0A;
     BDA16(BDA_KBD_HEAD) = BDA_KBD_BUF;
@@ -369,21 +394,17 @@ void c_post(struct bregs *r)
     BDA8(BDA_KBD_MODE) = 0x10;  /* 101/102-key keyboard */
     BDA8(BDA_MODESET_CTL) = 0x51;
 
+    lapic_virtual_wire();
     pic_setup();
     pit_setup();
     rtc_setup();
     BDA32(BDA_TICKS) = ticks_from_rtc();
 
-    /* Drives, from the host disk port. */
-    struct drive_geom g;
-    u16 floppies = 0;
-    for (u8 d = 0; d < 2; d++)
-        if (!hostdisk_identify(d, &g) && g.type == HD_TYPE_FLOPPY)
-            floppies++;
-    u8 disks = 0;
-    while (disks < 4 && !hostdisk_identify((u8)(0x80 + disks), &g) && g.type == HD_TYPE_DISK)
-        disks++;
-    BDA8(BDA_HD_COUNT) = disks;
+    /* Drives: diskette types from CMOS 0x10, ATA disks by IDENTIFY DEVICE. */
+    disk_post();
+    struct disk_table *t = disk_table();
+    u16 floppies = (t->fd_type[0] != 0) + (t->fd_type[1] != 0);
+    BDA8(BDA_HD_COUNT) = t->hd_count;
 
     /* Equipment: FPU, 80x25 colour, 1 serial port, floppies. */
     u16 equip = 0x0002 | 0x0020 | (1 << 9);

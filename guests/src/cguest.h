@@ -7,6 +7,9 @@
 #ifndef CGUEST_H
 #define CGUEST_H
 
+/* Not every guest uses every helper. */
+#define HELPER static __attribute__((unused))
+
 typedef unsigned char u8;
 typedef unsigned short u16;
 typedef unsigned int u32;
@@ -76,7 +79,7 @@ int memcmp(const void *a, const void *b, unsigned n)
 
 /* ---- COM1 ------------------------------------------------------------------------------ */
 
-static void serial_init(void)
+HELPER void serial_init(void)
 {
     outb(COM1 + 1, 0x00);   /* IER: we poll */
     outb(COM1 + 3, 0x80);   /* LCR: DLAB to reach the divisor latch */
@@ -87,20 +90,20 @@ static void serial_init(void)
     outb(COM1 + 4, 0x03);   /* MCR: DTR | RTS */
 }
 
-static void putc(char c)
+HELPER void putc(char c)
 {
     for (u16 i = 0; i < 0xffff && !(inb(COM1 + 5) & LSR_THRE); i++)
         ;   /* bounded so a machine without a UART still finishes */
     outb(COM1, (u8)c);
 }
 
-static void puts(const char *s)
+HELPER void puts(const char *s)
 {
     while (*s)
         putc(*s++);
 }
 
-static void putdec(u32 v)
+HELPER void putdec(u32 v)
 {
     char buf[11];
     int i = 0;
@@ -113,13 +116,13 @@ static void putdec(u32 v)
 }
 
 /* Exactly `digits` lower-case hex digits. */
-static void puthexn(u32 v, int digits)
+HELPER void puthexn(u32 v, int digits)
 {
     for (int sh = (digits - 1) * 4; sh >= 0; sh -= 4)
         putc("0123456789abcdef"[(v >> sh) & 15]);
 }
 
-static void halt(void)
+HELPER void halt(void)
 {
     for (;;)
         __asm__ volatile("cli; hlt");
@@ -127,28 +130,38 @@ static void halt(void)
 
 /* ---- results ---------------------------------------------------------------------------- */
 
-static u16 npass, nfail;
+HELPER u16 npass, nfail;
 
-/* "PASS what" or "FAIL what: why"; the caller may append more before ending the line. */
-static int result(const char *what, const char *err)
+/* A result line is "PASS what[ details]" or "FAIL what[ details]: why":
+ * verdict(err), the name and details, then reason(err). */
+HELPER void verdict(const char *err)
 {
-    if (!err) {
-        puts("PASS ");
-        puts(what);
+    puts(err ? "FAIL " : "PASS ");
+    if (err)
+        nfail++;
+    else
         npass++;
-    } else {
-        puts("FAIL ");
-        puts(what);
+}
+
+HELPER void reason(const char *err)
+{
+    if (err) {
         puts(": ");
         puts(err);
-        nfail++;
     }
+}
+
+HELPER int result(const char *what, const char *err)
+{
+    verdict(err);
+    puts(what);
+    reason(err);
     return !err;
 }
 
-static void endl(void) { puts("\r\n"); }
+HELPER void endl(void) { puts("\r\n"); }
 
-static void summary(const char *name)
+HELPER void summary(const char *name)
 {
     puts(name);
     puts(" done: ");
@@ -160,17 +173,17 @@ static void summary(const char *name)
 
 /* ---- time and interrupts ------------------------------------------------------------------ */
 
-static u32 ticks(void) { return D(BDA_TICKS); }
+HELPER u32 ticks(void) { return D(BDA_TICKS); }
 
 /* Point the vector of slave-PIC line `irq` (8..15) at `handler` (segment 0). */
-static void set_slave_vector(int irq, void (*handler)(void))
+HELPER void set_slave_vector(int irq, void (*handler)(void))
 {
     cli();
     D((SLAVE_VECTOR_BASE + irq - 8) * 4) = (u32)(u16)(u32)handler;   /* offset, segment 0 */
     sti();
 }
 
-static void unmask_slave_irq(int irq)
+HELPER void unmask_slave_irq(int irq)
 {
     cli();
     outb(PIC1_DATA, inb(PIC1_DATA) & ~0x04);            /* the cascade line, IR2 */
@@ -180,7 +193,7 @@ static void unmask_slave_irq(int irq)
 
 /* Wait (halting between interrupts) until irq_counts[irq] != 0 or `timeout` ticks pass.
  * Returns nonzero if the interrupt came. Timer ticks wake the hlt, so this terminates. */
-static int wait_irq(int irq, u32 timeout)
+HELPER int wait_irq(int irq, u32 timeout)
 {
     u32 start = ticks();
     for (;;) {
@@ -198,7 +211,7 @@ static int wait_irq(int irq, u32 timeout)
 }
 
 /* FNV-1a, 32 bits. */
-static u32 fnv1a(const void *data, u32 len)
+HELPER u32 fnv1a(const void *data, u32 len)
 {
     const u8 *p = data;
     u32 h = 0x811c9dc5u;

@@ -268,15 +268,19 @@ static void step_read(u32 lba, u16 count, u8 cmd, u16 block, const char *what)
     const char *err = pio_in(cmd, lba, count, block, buf, IRQ);
     if (!err)
         err = check_words(buf, lba, count, disk_word);
-    result(what, err);
+    verdict(err);
+    puts(what);
     puts(" lba ");
     putdec(lba);
     if (count > 1) {
         putc('-');
         putdec(lba + count - 1);
     }
-    puts(" fnv1a ");
-    puthexn(err ? 0 : fnv1a(buf, (u32)count * 512), 8);
+    if (!err) {
+        puts(" fnv1a ");
+        puthexn(fnv1a(buf, (u32)count * 512), 8);
+    }
+    reason(err);
     endl();
 }
 
@@ -340,9 +344,13 @@ static void step_write(void)
     err = pio_in(CMD_READ_SECTORS, 10, 8, 1, buf, POLL);
     if (!err)
         err = check_words(buf, 10, 8, write_word);
-    result("read back lba 10-17", err);
-    puts(" fnv1a ");
-    puthexn(err ? 0 : fnv1a(buf, 8 * 512), 8);
+    verdict(err);
+    puts("read back lba 10-17");
+    if (!err) {
+        puts(" fnv1a ");
+        puthexn(fnv1a(buf, 8 * 512), 8);
+    }
+    reason(err);
     endl();
     err = pio_in(CMD_READ_SECTORS, 9, 1, 1, buf, POLL);
     if (!err)

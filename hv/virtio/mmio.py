@@ -7,7 +7,7 @@ config space takes 1-, 2- and 4-byte accesses.
 
 Status transitions are checked against a table (as Firecracker does). A write
 that is not in the table is ignored (the status keeps its value, the reason is
-kept in ``last_error``), except:
+kept in ``last_rejected``), except:
   * 0 always resets the device;
   * FAILED may be set at any time (the driver gave up); the device then stops;
   * after DEVICE_NEEDS_RESET or FAILED only a reset is accepted.
@@ -108,7 +108,8 @@ class VirtioMmio(Device):
                        for i in range(device.num_queues)]
         self.offered = (TRANSPORT_FEATURES | device.features) & ((1 << 64) - 1)
         self.config_generation = 0
-        self.last_error: str | None = None
+        self.last_error: str | None = None         # why the device needs reset
+        self.last_rejected: str | None = None      # the last driver write that was ignored
         self.errors: list[str] = []                # every reason, oldest first (bounded)
         device.transport = self
         # Transition table: (status now, status written) -> check that may refuse it.
@@ -182,7 +183,7 @@ class VirtioMmio(Device):
         if size != 4 or offset & 3:
             return 0
         handler = self._reads.get(offset)
-        return handler() & 0xFFFFFFFF if handler else 0
+        return int(handler()) & 0xFFFFFFFF if handler else 0
 
     def write(self, offset: int, size: int, value: int) -> None:
         if offset >= Config:
@@ -282,7 +283,7 @@ class VirtioMmio(Device):
 
     def _reject(self, why: str) -> None:
         """A driver write the spec does not allow here: ignored, remembered."""
-        self.last_error = why
+        self.last_rejected = why
         log.info("%s: ignored: %s", self.name, why)
 
     def _read_device_features(self) -> int:

@@ -23,7 +23,7 @@ def claimed_ports(m: Machine) -> list[int]:
 def test_every_board_device_claims_its_datasheet_ports(machine):
     names = {machine.ports.device_at(p).name for p in claimed_ports(machine)}
     assert {"pic", "pit", "com1", "cmos", "i8042", "port92", "vga", "debugcon", "post",
-            "hostdisk"} <= names
+            "ide0", "ide1", "dma", "fdc", "ne2000"} <= names
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
