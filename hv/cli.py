@@ -14,6 +14,9 @@ from pathlib import Path
 from devices.disk_store import FLOPPY_MAX, ImageError, check_image, is_writable
 from hv.machine import BIOS_STYLES, DEFAULT_BIOS, DriveSpec, Machine, MachineConfig
 from hv.memory import parse_size
+from hv.net import parse_mac
+
+DEFAULT_MAC = bytes.fromhex("525400123456")   # QEMU's default NIC address
 
 QUIT_KEY = b"\x1d"   # Ctrl-] leaves the live display, as in telnet
 
@@ -47,11 +50,17 @@ def _nic(text: str) -> dict:
     model, *opts = text.split(",")
     if model != "ne2000":
         raise UsageError(f"--nic: unknown model {model!r} (ne2000)")
-    out = {"iobase": 0x300, "irq": 9}
+    out = {"iobase": 0x300, "irq": 9, "mac": DEFAULT_MAC}
     for opt in opts:
         key, _, value = opt.partition("=")
         if key not in out:
-            raise UsageError(f"--nic: unknown setting {key!r} (iobase, irq)")
+            raise UsageError(f"--nic: unknown setting {key!r} (iobase, irq, mac)")
+        if key == "mac":
+            try:
+                out["mac"] = parse_mac(value)
+            except ValueError:
+                raise UsageError(f"--nic: mac={value!r} is not a MAC address") from None
+            continue
         try:
             out[key] = int(value, 0)
         except ValueError:
@@ -103,8 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--net", default=None, metavar="none|user|switch:NAME",
                      help="the NE2000's network: none, the built-in host stack (user: "
                           "gateway 10.0.2.2), or a switch shared by machines in this process")
-    run.add_argument("--nic", default="ne2000", metavar="ne2000[,iobase=ADDR][,irq=N]",
-                     help="network card settings (default ne2000,iobase=0x300,irq=9)")
+    run.add_argument("--nic", default="ne2000", metavar="ne2000[,iobase=ADDR][,irq=N][,mac=M]",
+                     help="network card settings (default ne2000,iobase=0x300,irq=9,"
+                          "mac=52:54:00:12:34:56)")
     run.add_argument("--pcap", metavar="FILE", help="write every frame the NIC sends or receives")
     run.add_argument("--mem", default="16M", help="guest RAM: 640K, 16M, 256M, 1G (default 16M)")
     run.add_argument("--bios", choices=BIOS_STYLES, default=DEFAULT_BIOS,
@@ -228,7 +238,8 @@ def cmd_run(args) -> int:
     config = MachineConfig(mem_size=mem, bios=args.bios, serial=serial, debugcon=debugcon,
                            dispatch=args.dispatch, trace=trace, input_keys=events,
                            until=args.until, timeout=args.timeout, net=net, pcap=args.pcap,
-                           nic_base=nic["iobase"], nic_irq=nic["irq"], **specs)
+                           nic_base=nic["iobase"], nic_irq=nic["irq"], nic_mac=nic["mac"],
+                           **specs)
     try:
         machine = Machine(config)
     except (RuntimeError, ValueError) as e:

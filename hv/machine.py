@@ -65,6 +65,7 @@ class MachineConfig:
     pcap: str | None = None
     nic_base: int = 0x300
     nic_irq: int = 9
+    nic_mac: bytes = bytes.fromhex("525400123456")
     serial: Callable[[bytes], None] | None = None     # None: output is only captured
     debugcon: Callable[[bytes], None] | None = None
     dispatch: str = "auto"
@@ -173,6 +174,7 @@ class Machine:
         if self.netport is not None:
             self.netport.on_frame = self._on_frame
         self.nic = self.add(Ne2000(irq=self.pic.line(self.config.nic_irq), port=self.netport,
+                                   mac=self.config.nic_mac,
                                    base=self.config.nic_base, isa_irq=self.config.nic_irq))
         slots = self.slots
         self.ide = [self.add(IdeChannel(self.pic.line(14), (slots["hda"], slots["hdb"]), name="ide0")),

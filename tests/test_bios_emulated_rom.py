@@ -1,6 +1,6 @@
 """The emulated BIOS ROM (devices/bios_emulated): image layout, reproducible build,
-and behaviour when it runs - under QEMU (no host disk port there, so nothing boots)
-and on hv's machine, where it boots guests through the host disk port."""
+and behaviour when it runs - under QEMU (real IDE, floppy controller and 8237 there,
+so it boots bioscheck from either) and on hv's machine, with the same controllers."""
 from __future__ import annotations
 
 import re
@@ -14,6 +14,7 @@ from devices.bios_emulated import ROM_SIZE, rom_path
 from devices.bios_emulated.build import build
 
 ROOT = Path(__file__).resolve().parent.parent
+BIOSCHECK = ROOT / "guests" / "images" / "bioscheck.img"
 needs_qemu = pytest.mark.skipif(shutil.which("qemu-system-i386") is None,
                                 reason="qemu-system-i386 is not installed")
 needs_toolchain = pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("ld") is None,
@@ -80,8 +81,155 @@ def run_qemu_until(pattern: bytes, timeout: float = 20) -> bytes:
 
 
 @needs_qemu
-def test_qemu_without_a_host_disk_port_prints_no_bootable_device():
+def test_qemu_with_no_disks_prints_no_bootable_device():
     assert b"No bootable device.\r\n" in run_qemu_until(b"No bootable device.\r\n")
+
+
+BIOSCHECK_DONE = r"bioscheck done: \d+ passed, \d+ failed"
+
+
+@needs_qemu
+@pytest.mark.parametrize("drive", ["floppy", "hd"])
+def test_bioscheck_passes_under_qemu_booted_by_this_rom(drive):
+    from tests.qemu_util import run_image
+    serial = run_image(BIOSCHECK, drive=drive, until=BIOSCHECK_DONE, bios=rom_path())
+    assert [line for line in serial.splitlines() if line.startswith("FAIL")] == []
+    assert re.search(r"bioscheck done: \d+ passed, 0 failed", serial)
+
+
+def traced_ports(drive: str, tmp_path: Path) -> set[int]:
+    """Boot bioscheck under QEMU with this ROM and return every I/O port touched
+    (QEMU's memory_region_ops trace sees device and unassigned port accesses)."""
+    from tests.qemu_util import run_image
+    log = tmp_path / "trace.log"
+    serial = run_image(BIOSCHECK, drive=drive, until=BIOSCHECK_DONE, bios=rom_path(),
+                       extra_args=["-trace", "memory_region_ops_*", "-D", str(log)])
+    assert re.search(BIOSCHECK_DONE, serial)
+    text = log.read_text(errors="replace")
+    return {int(a, 16) for a in re.findall(r"^memory_region_ops_\w+ .* addr (0x[0-9a-f]+) value", text, re.M)
+            if int(a, 16) < 0x10000}
+
+
+@needs_qemu
+@pytest.mark.parametrize("drive", ["floppy", "hd"])
+def test_the_rom_never_touches_the_host_disk_port(drive, tmp_path):
+    ports = traced_ports(drive, tmp_path)
+    assert not ports & set(range(0x5F0, 0x600))
+    assert {0x1F6, 0x1F7} <= ports                    # it did probe the ATA channel
+
+
+@needs_qemu
+def test_floppy_boot_goes_through_the_fdc_and_dma_channel_2(tmp_path):
+    ports = traced_ports("floppy", tmp_path)
+    assert {0x3F2, 0x3F4, 0x3F5} <= ports             # DOR, MSR, FIFO
+    assert {0x04, 0x05, 0x0A, 0x0B, 0x0C, 0x81} <= ports
+
+
+@needs_qemu
+def test_hard_disk_boot_reads_sectors_through_the_ata_data_port(tmp_path):
+    ports = traced_ports("hd", tmp_path)
+    assert {0x1F0, 0x1F2, 0x1F3, 0x1F4, 0x1F5, 0x1F6, 0x1F7} <= ports
+
+
+# A boot sector that reads sectors 0-3 into buffers around the 64 KiB DMA page at
+# 0x10000 (one straddling it, one ending on it) and writes and reads back sector 5
+# through a straddling buffer; prints "DMA OK" or "DMA FAIL <step>" on COM1.
+DMA_GUEST = """
+        cli
+        xor  %ax, %ax
+        mov  %ax, %ds
+        mov  %ax, %ss
+        mov  $0x7c00, %sp
+        sti
+        cld
+        mov  %dl, 0x500
+        mov  $'1', %bp                  /* sector 0 at 0xFF00 straddles the page */
+        mov  $0x0ff0, %ax
+        call read4
+        mov  $'2', %bp                  /* the page ends after two sectors */
+        mov  $0x0fc0, %ax
+        call read4
+        mov  $'3', %bp                  /* write and read back through 0x1FF00 */
+        mov  $0x1ff0, %ax
+        mov  %ax, %es
+        xor  %di, %di
+        mov  $0x5a, %al
+        mov  $512, %cx
+        rep  stosb
+        xor  %bx, %bx
+        mov  $0x0301, %ax
+        mov  $0x0006, %cx
+        call disk
+        xor  %di, %di
+        xor  %al, %al
+        mov  $512, %cx
+        rep  stosb
+        xor  %bx, %bx
+        mov  $0x0201, %ax
+        mov  $0x0006, %cx
+        call disk
+        xor  %di, %di
+        mov  $0x5a, %al
+        mov  $512, %cx
+        repe scasb
+        jne  fail
+        mov  $ok, %si
+        jmp  puts
+read4:  mov  %ax, %es
+        xor  %bx, %bx
+        mov  $0x0204, %ax
+        mov  $0x0001, %cx
+        call disk
+        cmp  $4, %al
+        jne  fail
+        mov  $0x7c00, %si
+        xor  %di, %di
+        mov  $512, %cx
+        repe cmpsb
+        jne  fail
+        mov  $0x11, %al
+        mov  $3, %dx
+1:      mov  $512, %cx
+        repe scasb
+        jne  fail
+        add  $0x11, %al
+        dec  %dx
+        jnz  1b
+        ret
+disk:   xor  %dh, %dh
+        mov  0x500, %dl
+        int  $0x13
+        jc   fail
+        ret
+fail:   mov  %bp, %ax
+        mov  %al, failno
+        mov  $bad, %si
+puts:   lodsb
+        test %al, %al
+        jz   2f
+        mov  $0x3f8, %dx
+        out  %al, %dx
+        jmp  puts
+2:      cli
+        hlt
+ok:     .asciz "DMA OK\r\n"
+bad:    .ascii "DMA FAIL "
+failno: .asciz "?\r\n"
+"""
+
+
+def dma_guest_sectors() -> tuple[bytes, ...]:
+    return (bytes([0x11]) * 512, bytes([0x22]) * 512, bytes([0x33]) * 512, bytes(1024))
+
+
+@needs_qemu
+@needs_toolchain
+@pytest.mark.parametrize("drive", ["floppy", "hd"])
+def test_transfers_around_a_64k_dma_page_work_under_qemu(drive, tmp_path):
+    from tests.asm import assemble, write_image
+    from tests.qemu_util import run_image
+    img = write_image(tmp_path / "dma.img", assemble(DMA_GUEST), *dma_guest_sectors())
+    assert run_image(img, drive=drive, until=r"DMA.*\n", timeout=15, bios=rom_path()) == "DMA OK\r\n"
 
 
 # ---- on hv's machine --------------------------------------------------------------
@@ -97,9 +245,9 @@ def test_post_fills_the_bios_data_area(boot):
     m = boot(HALT_HERE, bios="emulated")
     mem = m.mem
     assert mem.u16(0x400) == 0x3F8                    # COM1
-    assert mem.u16(0x413) == 639
-    assert mem.u16(0x40E) == 0x9FC0
-    assert mem.u8(0x9FC00) == 1                       # EBDA size in KiB
+    assert mem.u16(0x413) == 638
+    assert mem.u16(0x40E) == 0x9F80
+    assert mem.u8(0x9F800) == 2                       # EBDA size in KiB
     assert mem.u16(0x410) & 0x0031 == 0x0021          # one floppy, 80x25 colour
     assert (mem.u16(0x410) >> 9) & 7 == 1             # one serial port
     assert mem.u16(0x41A) == mem.u16(0x41C) == 0x1E
@@ -178,7 +326,7 @@ def test_e820_map_describes_base_ebda_rom_and_extended_memory(boot):
     n = (mem.u16(0xFFE) - 0x1000) // 20
     entries = [(mem.u32(0x1000 + 20 * i), mem.u32(0x1000 + 20 * i + 8), mem.u32(0x1000 + 20 * i + 16))
                for i in range(n)]
-    assert entries == [(0, 0x9FC00, 1), (0x9FC00, 0x400, 2), (0xF0000, 0x10000, 2),
+    assert entries == [(0, 0x9F800, 1), (0x9F800, 0x800, 2), (0xF0000, 0x10000, 2),
                        (0x100000, (32 << 20) - 0x100000, 1)]
 
 
@@ -199,6 +347,17 @@ def run_guest(tmp_path, bios="emulated", **drives):
         m.close()
 
 
+@needs_binutils
+@pytest.mark.parametrize("slot", ["fda", "hda"])
+def test_transfers_around_a_64k_dma_page_work_on_hv(tmp_path, slot):
+    # hv's 8237 wraps inside the 64 KiB page as the chip does, so a transfer the
+    # BIOS did not split would land at the bottom of the page.
+    from tests.asm import assemble, write_image
+    img = write_image(tmp_path / "dma.img", assemble(DMA_GUEST), *dma_guest_sectors())
+    _, serial = run_guest(tmp_path, **{slot: img})
+    assert serial == "DMA OK\r\n"
+
+
 def test_with_no_disks_it_reports_no_bootable_device_and_stops(tmp_path):
     result, serial = run_guest(tmp_path)
     assert serial == "No bootable device.\r\n"
@@ -206,9 +365,6 @@ def test_with_no_disks_it_reports_no_bootable_device_and_stops(tmp_path):
 
 
 from tests.conftest import disk_copy  # noqa: E402
-
-BIOSCHECK = ROOT / "guests" / "images" / "bioscheck.img"
-
 
 @pytest.mark.skipif(not BIOSCHECK.exists(), reason="bioscheck image not built")
 @pytest.mark.parametrize("drive", ["fda", "hda"])
