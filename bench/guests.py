@@ -63,3 +63,139 @@ def bare(kernel: str) -> bytes:
 
 
 FIRST_INSTRUCTION = assemble("cli\n hlt\n")   # for boot time: the run ends at the boot sector's start
+
+
+def ata_sequential(mib: int, write: bool) -> bytes:
+    """Sequential ATA PIO transfer of ``mib`` MiB on the primary master, 256 sectors per
+    READ/WRITE SECTORS command, one `rep insw`/`rep outsw` per sector (the way a simple
+    driver does it); POST code 0x01 marks the start, `cli; hlt` the end."""
+    command = 0x30 if write else 0x20
+    string_op = "rep outsw" if write else "rep insw"
+    index = "%si" if write else "%di"
+    return assemble(f"""
+        xor %ax, %ax
+        mov %ax, %ds
+        mov $0x1000, %ax
+        mov %ax, %es
+        mov $1, %al
+        out %al, $0x80
+        xor %ebx, %ebx                  # LBA
+        mov ${mib * 8}, %bp             # commands of 256 sectors (128 KiB)
+1:      mov $0x1F2, %dx
+        xor %al, %al                    # sector count 0 = 256
+        out %al, %dx
+        mov %ebx, %eax
+        inc %dx                         # 0x1F3 LBA low
+        out %al, %dx
+        shr $8, %eax
+        inc %dx
+        out %al, %dx
+        shr $8, %eax
+        inc %dx
+        out %al, %dx
+        shr $8, %eax
+        and $0x0F, %al
+        or $0xE0, %al                   # LBA, master
+        inc %dx
+        out %al, %dx
+        mov ${command:#x}, %al
+        inc %dx                         # 0x1F7 command
+        out %al, %dx
+        mov $256, %si
+        push %si
+2:      mov $0x1F7, %dx
+3:      in %dx, %al
+        test $0x80, %al                 # BSY
+        jnz 3b
+        test $0x08, %al                 # DRQ
+        jz 3b
+        mov $0x1F0, %dx
+        mov $256, %cx
+        {"mov $0, %si; push %ds; push %es; pop %ds" if write else "xor %di, %di"}
+        {string_op}
+        {"pop %ds" if write else ""}
+        pop %si
+        dec %si
+        push %si
+        jnz 2b
+        pop %si
+        add $256, %ebx
+        dec %bp
+        jnz 1b
+        {"mov $0x1F7, %dx; mov $0xE7, %al; out %al, %dx" if write else ""}
+        cli
+        hlt
+""")
+
+
+def ne2000_transmit(frames: int, size: int) -> bytes:
+    """Transmit ``frames`` frames of ``size`` bytes on the NE2000 at 0x300: remote DMA
+    write of the frame into card RAM (`rep outsw`), then TXP, then wait for PTX."""
+    words = (size + 1) // 2
+    return assemble(f"""
+        xor %ax, %ax
+        mov %ax, %ds
+        mov %ax, %es
+        mov $0x300, %dx
+        mov $0x21, %al                  # CR: stop, abort remote DMA, page 0
+        out %al, %dx
+        mov $0x30E, %dx
+        mov $0x49, %al                  # DCR: word transfers, normal, FIFO 8
+        out %al, %dx
+        mov $0x30D, %dx
+        xor %al, %al                    # TCR: normal
+        out %al, %dx
+        mov $0x30F, %dx
+        xor %al, %al                    # IMR: no interrupts (polled)
+        out %al, %dx
+        mov $0x307, %dx
+        mov $0xFF, %al                  # ISR: clear all
+        out %al, %dx
+        mov $0x300, %dx
+        mov $0x22, %al                  # CR: start
+        out %al, %dx
+        mov $1, %al
+        out %al, $0x80
+        mov ${frames}, %bp
+1:      mov $0x30A, %dx                 # RBCR0/1 = size
+        mov ${size & 0xFF}, %al
+        out %al, %dx
+        inc %dx
+        mov ${size >> 8}, %al
+        out %al, %dx
+        mov $0x308, %dx                 # RSAR = 0x4000
+        xor %al, %al
+        out %al, %dx
+        inc %dx
+        mov $0x40, %al
+        out %al, %dx
+        mov $0x300, %dx
+        mov $0x12, %al                  # CR: remote write, start
+        out %al, %dx
+        mov $0x310, %dx
+        mov $0x8000, %si
+        mov ${words}, %cx
+        rep outsw
+        mov $0x304, %dx                 # TPSR = 0x40
+        mov $0x40, %al
+        out %al, %dx
+        mov $0x305, %dx                 # TBCR = size
+        mov ${size & 0xFF}, %al
+        out %al, %dx
+        inc %dx
+        mov ${size >> 8}, %al
+        out %al, %dx
+        mov $0x300, %dx
+        mov $0x26, %al                  # CR: transmit, start, no remote DMA
+        out %al, %dx
+        mov $0x307, %dx
+2:      in %dx, %al
+        test $0x02, %al                 # PTX
+        jz 2b
+        mov $0x0A, %al                  # clear PTX and RDC
+        out %al, %dx
+        dec %bp
+        jnz 1b
+        cli
+        hlt
+""")
