@@ -8,11 +8,12 @@ Geometry
 --------
 Floppies take their geometry from the image size (160K .. 2.88M); an image
 smaller than 1.44 MB that is not a standard size is a 1.44 MB disk whose
-missing tail reads as zeros. Hard disks report LBA capacity and a CHS geometry
-of 16 heads x 63 sectors (what QEMU guesses for a disk with no partition
-table), rounded up to whole cylinders; sectors past the end of the file read as
-zeros, and writing one extends the file. For an overlay, "the file" is the
-overlay's virtual size (the base's size when the overlay was made).
+missing tail reads as zeros. Hard disks report the file's sectors as their LBA
+capacity and a CHS geometry of 16 heads x 63 sectors x (sectors // 1008, at
+least 2) cylinders -- what QEMU guesses for a disk with no partition table, so
+both emulators give a guest the same numbers; on a tiny image the CHS range
+runs past the end and those sectors are out of range. For an overlay, "the
+file" is the overlay's virtual size (the base's size when the overlay was made).
 
 Back ends
 ---------
