@@ -45,14 +45,15 @@ CHAR_HEIGHT = 0x485
 KBD_FLAGS3 = 0x496
 KBD_LEDS = 0x497
 
-EBDA_BASE = 0x9FC00        # the last KiB below 640 KiB
+EBDA_BASE = 0x9F800        # the last 2 KiB below 640 KiB (the emulated BIOS keeps a bounce
+                           # buffer and its C stack there; both styles report the same size)
 TICKS_PER_DAY = 0x1800B0   # 18.2 Hz * 86400 s
 
 E820_RAM, E820_RESERVED = 1, 2
 
 
 def base_memory_kb(mem_size: int) -> int:
-    """Conventional memory the BIOS reports (INT 12h): up to 639 KiB, the EBDA below 640K."""
+    """Conventional memory the BIOS reports (INT 12h): up to 638 KiB, the EBDA below 640K."""
     return min(mem_size, EBDA_BASE) // KiB
 
 

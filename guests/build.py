@@ -61,7 +61,40 @@ TARGETS: tuple[Target, ...] = (
     Target("disktest", ("cguest_boot.S", "disktest.c"), linker_script="cguest.ld",
            depends=("cguest.h",)),
     Target("nettest", ("cguest_boot.S", "nettest.c"), linker_script="cguest.ld",
-           depends=("cguest.h",)),
+           depends=("cguest.h", "ne2000.h")),
+    # nettest's peer on a virtual switch: plays its gateway 10.0.2.2 and pings it back.
+    Target("netpeer", ("cguest_boot.S", "netpeer.c"), linker_script="cguest.ld",
+           depends=("cguest.h", "ne2000.h")),
+    # The same work on the synthetic virtio devices (virtio-mmio slots at 0xD0000).
+    Target("disktest-virtio", ("cguest_boot.S", "virtio_irq.S", "disktest_virtio.c"),
+           linker_script="cguest.ld", depends=("cguest.h", "virtio.h")),
+    Target("nettest-virtio", ("cguest_boot.S", "virtio_irq.S", "nettest_virtio.c"),
+           linker_script="cguest.ld", depends=("cguest.h", "virtio.h", "ipv4.h")),
+    Target("balloontest", ("cguest_boot.S", "virtio_irq.S", "balloontest.c"),
+           linker_script="cguest.ld", depends=("cguest.h", "virtio.h")),
+)
+
+# Direct-boot kernels (``hv run --kernel``, hv/boot.py): 32-bit C and as, linked as an
+# ELF32 executable at 1 MiB (``<name>.elf``, stripped) plus its flat image (``<name>.bin``).
+KCC = ["gcc", "-m32"] + [f for f in CC if f != "-m16"][1:]
+
+
+@dataclass(frozen=True)
+class KernelTarget:
+    """One direct-boot kernel: sources (.S via as, .c via gcc -m32), a linker script, -D flags."""
+
+    name: str
+    sources: tuple[str, ...]
+    linker_script: str = "kernels/kernel.ld"
+    defines: tuple[str, ...] = field(default=())
+    depends: tuple[str, ...] = field(default=())
+
+
+_HELLO = ("kernels/entry.S", "kernels/hellokernel.c")
+KERNEL_TARGETS: tuple[KernelTarget, ...] = (
+    KernelTarget("hellokernel", _HELLO, depends=("kernels/hvboot.h",)),
+    # The same kernel ending in cli; hlt instead of the power-off hypercall.
+    KernelTarget("haltkernel", _HELLO, defines=("END_WITH_HLT",), depends=("kernels/hvboot.h",)),
 )
 
 # Modules with ``build(outdir=None) -> list[Path]`` that build other firmware into their
@@ -108,11 +141,37 @@ def build_target(target: Target, outdir: Path) -> Path:
     return out
 
 
+def build_kernel(target: KernelTarget, outdir: Path) -> list[Path]:
+    """Compile/assemble/link one kernel into ``outdir/<name>.elf`` and ``<name>.bin``."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    elf, flat = outdir / f"{target.name}.elf", outdir / f"{target.name}.bin"
+    with tempfile.TemporaryDirectory(prefix=f"kernel-{target.name}-") as td:
+        work = Path(td)
+        objects = []
+        for src in target.sources:
+            obj = work / (Path(src).stem + ".o")
+            path = SRC_DIR / src
+            if path.suffix == ".c":
+                defines = [f"-D{d}" for d in target.defines]
+                _run(KCC + defines + ["-c", str(path), "-o", str(obj)], work)
+            else:
+                _run(AS + ["-o", str(obj), str(path)], work)
+            objects.append(str(obj))
+        linked = work / "kernel.elf"
+        # -s: no symbol table, so no build paths reach the image.
+        _run(LD + ["-s", "-T", str(SRC_DIR / target.linker_script), "-o", str(linked)] + objects, work)
+        _run(["objcopy", "-O", "binary", str(linked), str(work / "kernel.bin")], work)
+        elf.write_bytes(linked.read_bytes())
+        flat.write_bytes((work / "kernel.bin").read_bytes())
+    return [elf, flat]
+
+
 def build_guests(outdir: Path = IMAGES_DIR) -> list[Path]:
-    missing = [tool for tool in ("as", "ld", "gcc") if shutil.which(tool) is None]
+    missing = [tool for tool in ("as", "ld", "gcc", "objcopy") if shutil.which(tool) is None]
     if missing:
         raise RuntimeError(f"missing build tools: {', '.join(missing)}")
-    return [build_target(t, Path(outdir)) for t in TARGETS]
+    return ([build_target(t, Path(outdir)) for t in TARGETS]
+            + [p for k in KERNEL_TARGETS for p in build_kernel(k, Path(outdir))])
 
 
 def build_firmware(outdir: Path | None = None) -> list[Path]:

@@ -29,6 +29,7 @@ GUEST_DEFAULTS = {
     "disktest-virtio": {"scratch_disk": True},
     "nettest": {"net": "user"},
     "nettest-virtio": {"net": "user"},
+    "balloontest": {},
 }
 
 

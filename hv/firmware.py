@@ -23,6 +23,9 @@ class EmulatedBios:
 
 
 def firmware_for(style: str):
+    if style == "direct":       # --kernel: no BIOS; the kernel comes from machine.config
+        from hv.boot import DirectBoot
+        return DirectBoot()
     if style == "emulated":
         return EmulatedBios()
     if style == "synthetic":

@@ -22,7 +22,6 @@ from devices.disk_floppy import Fdc82077
 from devices.disk_ide import IdeChannel
 from devices.dma8237 import Dma8237
 from devices.disk_store import Disk, DiskStore
-from devices.hostdisk import HostDiskPort
 from devices.i8042 import I8042, SystemControlPortA
 from devices.nic_ne2000 import Ne2000
 from devices.pic8259 import DualPic8259
@@ -73,6 +72,9 @@ class MachineConfig:
     input_keys: list[bytes] = field(default_factory=list)   # make/break events, in order
     until: str | None = None
     timeout: float | None = None
+    # Direct boot (hv/boot.py): with a kernel, no BIOS runs and ``bios`` is ignored.
+    kernel: str | None = None
+    cmdline: str = ""
 
 
 @dataclass
@@ -166,7 +168,6 @@ class Machine:
                                 invalidate=lambda lo, hi: mem.invalidate(lo, hi)))
         self.debugcon = self.add(DebugConsole(self.config.debugcon))
         self.post = self.add(PostCode())
-        self.hostdisk = self.add(HostDiskPort(self.disks, mem))
         self.dma = self.add(Dma8237(mem))
         self.fdc = self.add(Fdc82077(irq=self.pic.line(6), dma=self.dma, drives=(fda, fdb)))
         self.network = make_network(self.config.net, self.config.pcap)
@@ -183,7 +184,7 @@ class Machine:
 
     def _load_firmware(self) -> None:
         from hv.firmware import firmware_for
-        self.firmware = firmware_for(self.config.bios)
+        self.firmware = firmware_for("direct" if self.config.kernel else self.config.bios)
         self.firmware.install(self)
 
     # -- wiring ---------------------------------------------------------------------

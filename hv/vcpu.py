@@ -90,16 +90,28 @@ class Vcpu:
         # ROM is engine-owned memory: with mem_map_ptr a write-protect hook that
         # returns True still lets the store through; with mem_map it is dropped.
         # The host buffer keeps an identical copy for device and hypercall reads.
-        uc.mem_map(ROM_BASE, ROM_END - ROM_BASE, UC_PROT_READ | UC_PROT_EXEC)
-        uc.mem_write(ROM_BASE, bytes(self.mem.view[ROM_BASE:ROM_END]))
+        # MMIO windows inside the ROM area (the virtio slots at 0xD0000) are holes.
+        holes = sorted(self._mmio_pages(b, n) for b, n, _ in self.machine.mmio.ranges()
+                       if b < ROM_END and b + n > ROM_BASE)
+        self._rom_pieces: list[tuple[int, int]] = []
+        at = ROM_BASE
+        for lo, hi in holes + [(ROM_END, ROM_END)]:
+            if lo > at:
+                self._rom_pieces.append((at, lo))
+            at = max(at, hi)
+        for lo, hi in self._rom_pieces:
+            uc.mem_map(lo, hi - lo, UC_PROT_READ | UC_PROT_EXEC)
+            uc.mem_write(lo, bytes(self.mem.view[lo:hi]))
         if size > HIGH_BASE:
             uc.mem_map_ptr(HIGH_BASE, size - HIGH_BASE, UC_PROT_ALL, ptr + HIGH_BASE)
 
     def _invalidate(self, lo: int, hi: int) -> None:
         # Host writes bypass Unicorn's dirty tracking: drop translated code (notes §5).
         if lo < ROM_END and hi > ROM_BASE:
-            a, b = max(lo, ROM_BASE), min(hi, ROM_END)
-            self.uc.mem_write(a, bytes(self.mem.view[a:b]))
+            for plo, phi in self._rom_pieces:
+                a, b = max(lo, plo), min(hi, phi)
+                if a < b:
+                    self.uc.mem_write(a, bytes(self.mem.view[a:b]))
         self.uc.ctl_remove_cache(lo, hi)
 
     def set_a20(self, enabled: bool) -> None:
@@ -144,13 +156,21 @@ class Vcpu:
             self.uc.mem_unmap(page, PAGE)
             self._open_bus_pages.discard(page)
 
+    @staticmethod
+    def _mmio_pages(base: int, length: int) -> tuple[int, int]:
+        """Unicorn maps whole pages: the window rounded out to 4 KiB."""
+        return base & ~(PAGE - 1), (base + length + PAGE - 1) & ~(PAGE - 1)
+
     def _map_mmio(self, base: int, length: int, name: str, bus) -> None:
+        # The rest of the page goes to the bus too, which counts it as unassigned.
+        lo, hi = self._mmio_pages(base, length)
+
         def rd(uc, offset, size, ud):
-            return bus.read(base + offset, size)
+            return bus.read(lo + offset, size)
 
         def wr(uc, offset, size, value, ud):
-            bus.write(base + offset, size, value)
-        self.uc.mmio_map(base, length, rd, None, wr, None)
+            bus.write(lo + offset, size, value)
+        self.uc.mmio_map(lo, hi - lo, rd, None, wr, None)
 
     def _on_unmapped(self, uc, access, addr, size, value, ud) -> bool:
         # Nothing decodes this address: map an "open bus" page that reads as all

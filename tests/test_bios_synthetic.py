@@ -122,8 +122,8 @@ def test_post_equipment_word_reports_floppy_colour_video_and_one_serial_port(pos
     assert eq & 0x0001 and (eq >> 4) & 3 == 2 and (eq >> 9) & 7 == 1 and (eq >> 6) & 3 == 0
 
 
-def test_post_reports_639_kib_of_conventional_memory_and_the_ebda_segment(posted):
-    assert posted.mem.u16(B.MEMORY_KB) == 639
+def test_post_reports_638_kib_of_conventional_memory_and_the_ebda_segment(posted):
+    assert posted.mem.u16(B.MEMORY_KB) == 638
     assert posted.mem.u16(B.EBDA_SEGMENT) == 0x9FC0
 
 
@@ -375,7 +375,7 @@ def test_int10_from_a_guest_prints_through_teletype(boot):
 def test_int11_and_int12_from_a_guest(boot):
     m = boot("int $0x11\n mov %ax, 0x600\n int $0x12\n mov %ax, 0x602")
     assert m.mem.u16(OUT) == m.mem.u16(B.EQUIPMENT)
-    assert m.mem.u16(OUT + 2) == 639
+    assert m.mem.u16(OUT + 2) == 638
 
 
 # ------------------------------------------------------------------ INT 13h

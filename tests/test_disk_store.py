@@ -89,20 +89,24 @@ def test_raw_write_of_many_sectors_is_one_pwrite(raw, monkeypatch):
     assert calls == [40 * SECTOR]
 
 
-def test_hard_disk_reads_zeros_past_the_end_of_the_file(tmp_path):
+def test_hard_disk_capacity_is_the_file_and_geometry_is_qemus_guess(tmp_path):
     p = tmp_path / "small.img"
     p.write_bytes(sector(0x11, 3))
     with Disk(p, "hd") as d:
-        assert d.sectors == 16 * 63           # rounded up to one whole cylinder
-        assert d.read(2, 2) == sector(0x11) + sector(0)
+        assert d.sectors == 3
+        assert (d.geometry.cylinders, d.geometry.heads, d.geometry.sectors) == (2, 16, 63)
+        with pytest.raises(DiskError) as e:
+            d.read(2, 2)
+        assert e.value.code == OUT_OF_RANGE
 
 
-def test_hard_disk_write_past_the_end_extends_the_file(tmp_path):
+def test_hard_disk_write_past_the_end_is_refused_and_the_file_keeps_its_size(tmp_path):
     p = tmp_path / "small.img"
     p.write_bytes(sector(0x11, 3))
     with Disk(p, "hd") as d:
-        d.write(5, sector(0x22))
-    assert p.stat().st_size == 6 * SECTOR and p.read_bytes()[5 * SECTOR:] == sector(0x22)
+        with pytest.raises(DiskError):
+            d.write(5, sector(0x22))
+    assert p.stat().st_size == 3 * SECTOR
 
 
 def test_floppy_geometry_comes_from_the_image_size(tmp_path):
@@ -302,10 +306,11 @@ def test_overlay_writes_survive_close_and_reopen(overlay):
         assert d.read(9, 3) == sector(0x42, 3)
 
 
-def test_overlay_can_hold_sectors_past_the_end_of_the_base(raw, overlay):
+def test_overlay_has_the_capacity_of_its_base(raw, overlay):
     with Disk(overlay, "hd") as d:
-        d.write(HD_SECTORS + 100, sector(0x77))
-        assert d.read(HD_SECTORS + 99, 2) == sector(0) + sector(0x77)
+        assert d.sectors == HD_SECTORS
+        with pytest.raises(DiskError):
+            d.write(HD_SECTORS, sector(0x77))
 
 
 def test_overlay_sequential_write_is_one_pwrite_and_reads_back_with_one_pread(overlay,
@@ -658,7 +663,7 @@ def test_raw_image_behaves_like_a_bytearray(ops):
     with tempfile.TemporaryDirectory() as t:
         p = Path(t) / "r.img"
         p.write_bytes(pattern(HD_SECTORS))
-        model = bytearray(p.read_bytes()) + bytearray((16 * 63 - HD_SECTORS) * SECTOR)
+        model = bytearray(p.read_bytes())
         with Disk(p, "hd") as d:
             run_model(d, model, ops)
             assert d.read(0, d.sectors) == bytes(model)
@@ -671,7 +676,7 @@ def test_overlay_behaves_like_a_bytearray_and_commits_it_to_the_base(ops):
         base, ov = Path(t) / "b.img", Path(t) / "o.hvo"
         base.write_bytes(pattern(HD_SECTORS))
         create_overlay(ov, base)
-        model = bytearray(base.read_bytes()) + bytearray((16 * 63 - HD_SECTORS) * SECTOR)
+        model = bytearray(base.read_bytes())
         before = digest(base)
         with Disk(ov, "hd") as d:
             run_model(d, model, ops)

@@ -131,13 +131,16 @@ static u8 ata_error(const struct ata_chan *c, int st)
     return DISK_RET_ECONTROLLER;
 }
 
+/* One sector through the data register as 128 32-bit accesses: the PCI IDE
+ * controllers (PIIX, which QEMU models) and hv's channel take 32-bit PIO, and
+ * it halves the port accesses (and exits) per sector. */
 static void ata_pio(u16 port, int write, u32 buf)
 {
-    u32 n = 256;
+    u32 n = 128;
     if (write)
-        __asm__ volatile("rep outsw" : "+S"(buf), "+c"(n) : "d"(port) : "memory");
+        __asm__ volatile("rep outsl" : "+S"(buf), "+c"(n) : "d"(port) : "memory");
     else
-        __asm__ volatile("rep insw" : "+D"(buf), "+c"(n) : "d"(port) : "memory");
+        __asm__ volatile("rep insl" : "+D"(buf), "+c"(n) : "d"(port) : "memory");
 }
 
 u8 ata_rw(const struct ata_drive *d, int write, u32 lba, u32 count, u32 buf, u32 *done)
@@ -148,8 +151,8 @@ u8 ata_rw(const struct ata_drive *d, int write, u32 lba, u32 count, u32 buf, u32
         u32 n = count > 256 ? 256 : count;      /* sector count 0 means 256 */
         outb(0, c->ctl);
         ata_select(c, d->where, (u8)(lba >> 24));
-        int st = ata_wait_ready(c);
-        if (st < 0 || (st & (ATA_ERR | ATA_DF)))
+        int st = ata_wait_ready(c);     /* ERR here is the last command's */
+        if (st < 0)
             return ata_error(c, st);
         outb((u8)n, (u16)(c->base + ATA_SECTOR_COUNT));
         outb((u8)lba, (u16)(c->base + ATA_LBA_LOW));

@@ -90,11 +90,6 @@ static void int13_rw_chs(struct bregs *r, const struct drive_geom *g, int write)
         return;
     }
     u32 lba = (cyl * g->heads + head) * g->spt + sector - 1;
-    if (lba + count > g->total) {
-        r->al = 0;
-        disk_ret(r, DISK_RET_ENOTFOUND);
-        return;
-    }
     u32 done;
     u8 code = drive_rw(r->dl, write, lba, count, FLAT(r->es, r->bx), &done);
     r->al = (u8)done;           /* sectors transferred, also after an error */

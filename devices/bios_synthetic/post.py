@@ -44,7 +44,7 @@ RESUME_VECTOR = 0x467             # far pointer (offset, segment) for the two ab
 CMOS_EQUIPMENT = 0x14
 EQUIP_FLOPPY, EQUIP_FPU, EQUIP_VIDEO_80X25_COLOUR = 0x0001, 0x0002, 0x0020
 EQUIP_SERIAL_SHIFT = 9
-EBDA_KIB = 1
+EBDA_KIB = 2                  # as bios_common.EBDA_BASE: the last 2 KiB below 640 KiB
 FDPT_OFFSETS = (0x3D, 0x4D)      # hard disk parameter tables in the EBDA (as SeaBIOS)
 FDPT_VECTORS = (0x41, 0x46)
 HD_CONTROL = 0x476                # control byte: > 8 heads
@@ -118,7 +118,7 @@ def post(ctx: HypercallContext) -> None:
     mem.write(0, bytes(ivt))
     # BIOS data area and EBDA.
     mem.write(B.BDA, bytes(0x100))
-    mem.write(B.EBDA_BASE, bytes(0x400))
+    mem.write(B.EBDA_BASE, bytes(EBDA_KIB * 1024))
     mem.put8(B.EBDA_BASE, EBDA_KIB)
     mem.put16(B.COM1_BASE, 0x3F8)
     mem.put8(COM_TIMEOUTS, COM_TIMEOUT)

@@ -1,134 +1,70 @@
 """cffi build script for hv.fastpath._fastpath (run by setup.py at install time).
 
-The module does not link against libunicorn: the Python binding already loaded
-it, so the host passes ``uc_emu_stop``/``uc_reg_read`` as function pointers and
-registers ``hv_block_hook`` itself. That keeps the build free of Unicorn headers
-and of the build environment's library path.
+The C source is ``fastpath.c`` / ``fastpath.h`` beside this file. The module
+does not link against libunicorn: the Python binding already loaded it, so the
+host passes ``uc_emu_stop``/``uc_reg_read`` as function pointers and registers
+the callbacks itself. That keeps the build free of Unicorn headers and of the
+build environment's library path.
 """
+from pathlib import Path
+
 import cffi
 
+HERE = Path(__file__).resolve().parent
+
 CDEF = """
+typedef struct { uint8_t kind; uint8_t dev; uint8_t arg; uint8_t pad; uint16_t off; } hv_port_slot;
+typedef struct { uint8_t *buf; uint32_t pos; uint32_t end; int32_t active; int32_t writable; } hv_window;
 typedef struct {
+    struct hv_ctl *ctl; uint64_t base; int32_t dev; uint32_t doorbell_off;
+    int32_t doorbell_active; uint32_t doorbells; uint64_t doorbell_count;
+} hv_mmio_region;
+typedef struct hv_ctl {
     volatile int32_t kick;
     volatile int32_t irq_pending;
     int32_t stop_reason;
-    int32_t eflags_reg;
     volatile int64_t deadline_ns;
     uint64_t kicks;
+    hv_port_slot ports[65536];
+    uint64_t pio_count[64];
+    uint64_t mmio_count[64];
+    uint64_t unassigned;
+    hv_window win[8];
+    uint8_t shadow[64];
+    uint8_t shadow_valid[8];
+    int32_t tx_enabled;
+    uint32_t txlen;
+    uint8_t tx[4096];
+    int32_t doorbells_pending;
+    hv_mmio_region mmio[16];
     ...;
 } hv_ctl;
-void hv_ctl_init(hv_ctl *c, void *emu_stop, void *reg_read, int eflags_reg);
+void hv_ctl_init(hv_ctl *c, void *emu_stop, void *reg_read, int eflags_reg, void *handle);
 void hv_block_hook(void *uc, uint64_t addr, uint32_t size, void *ud);
 int hv_ticker_start(hv_ctl *c);
 void hv_ticker_stop(hv_ctl *c);
 void hv_set_deadline(hv_ctl *c, int64_t host_ns);
-"""
-
-SOURCE = r"""
-#include <stdint.h>
-#include <pthread.h>
-#include <time.h>
-#include <errno.h>
-
-typedef int (*uc_emu_stop_fn)(void *uc);
-typedef int (*uc_reg_read_fn)(void *uc, int regid, void *value);
-
-enum { STOP_NONE, STOP_KICK, STOP_IRQ, STOP_HOST };
-
-typedef struct {
-    volatile int32_t kick;          /* host wants control at the next block start */
-    volatile int32_t irq_pending;   /* PIC INTR high: stop only when EFLAGS.IF = 1 */
-    int32_t stop_reason;
-    int32_t eflags_reg;
-    volatile int64_t deadline_ns;   /* CLOCK_MONOTONIC; < 0 = none */
-    uint64_t kicks;
-    uc_emu_stop_fn emu_stop;
-    uc_reg_read_fn reg_read;
-    pthread_t thread;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int running;
-} hv_ctl;
-
-void hv_ctl_init(hv_ctl *c, void *emu_stop, void *reg_read, int eflags_reg) {
-    pthread_condattr_t a;
-    c->emu_stop = (uc_emu_stop_fn)emu_stop;
-    c->reg_read = (uc_reg_read_fn)reg_read;
-    c->eflags_reg = eflags_reg;
-    c->deadline_ns = -1;
-    pthread_mutex_init(&c->mu, 0);
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->cv, &a);
-}
-
-/* Runs at every translated-block start: keep it to two loads in the common case. */
-void hv_block_hook(void *uc, uint64_t addr, uint32_t size, void *ud) {
-    hv_ctl *c = (hv_ctl *)ud;
-    if (c->kick) {
-        c->kick = 0;
-        c->stop_reason = STOP_KICK;
-        c->emu_stop(uc);
-    } else if (c->irq_pending) {
-        uint64_t fl = 0;
-        c->reg_read(uc, c->eflags_reg, &fl);
-        if (fl & 0x200) {
-            c->stop_reason = STOP_IRQ;
-            c->emu_stop(uc);
-        }
-    }
-}
-
-static void *ticker(void *arg) {
-    hv_ctl *c = (hv_ctl *)arg;
-    pthread_mutex_lock(&c->mu);
-    while (c->running) {
-        int64_t d = c->deadline_ns;
-        if (d < 0) {
-            pthread_cond_wait(&c->cv, &c->mu);
-            continue;
-        }
-        struct timespec now;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        int64_t n = (int64_t)now.tv_sec * 1000000000LL + now.tv_nsec;
-        if (n >= d) {
-            c->kick = 1;
-            c->kicks++;
-            c->deadline_ns = -1;
-            continue;
-        }
-        struct timespec ts = { d / 1000000000LL, d % 1000000000LL };
-        pthread_cond_timedwait(&c->cv, &c->mu, &ts);
-    }
-    pthread_mutex_unlock(&c->mu);
-    return 0;
-}
-
-int hv_ticker_start(hv_ctl *c) {
-    c->running = 1;
-    return pthread_create(&c->thread, 0, ticker, c);
-}
-
-void hv_ticker_stop(hv_ctl *c) {
-    pthread_mutex_lock(&c->mu);
-    c->running = 0;
-    pthread_cond_signal(&c->cv);
-    pthread_mutex_unlock(&c->mu);
-    pthread_join(c->thread, 0);
-}
-
-void hv_set_deadline(hv_ctl *c, int64_t host_ns) {
-    pthread_mutex_lock(&c->mu);
-    c->deadline_ns = host_ns;
-    pthread_cond_signal(&c->cv);
-    pthread_mutex_unlock(&c->mu);
-}
+uint32_t hv_port_in(void *uc, uint32_t port, int size, void *ud);
+void hv_port_out(void *uc, uint32_t port, int size, uint32_t value, void *ud);
+uint64_t hv_mmio_read(void *uc, uint64_t offset, unsigned size, void *ud);
+void hv_mmio_write(void *uc, uint64_t offset, unsigned size, uint64_t value, void *ud);
+extern "Python+C" uint32_t hv_py_in(void *handle, int dev, int off, int size);
+extern "Python+C" void hv_py_out(void *handle, int dev, int off, int size, uint32_t value);
+extern "Python+C" uint64_t hv_py_mmio_read(void *handle, int dev, uint64_t addr, int size);
+extern "Python+C" void hv_py_mmio_write(void *handle, int dev, uint64_t addr, int size, uint64_t value);
+extern "Python+C" void hv_py_window_done(void *handle, int window);
+extern "Python+C" void hv_py_tx_flush(void *handle);
 """
 
 ffibuilder = cffi.FFI()
 ffibuilder.cdef(CDEF)
-ffibuilder.set_source("hv.fastpath._fastpath", SOURCE, extra_compile_args=["-O2"],
-                      libraries=["pthread"])
+ffibuilder.set_source(
+    "hv.fastpath._fastpath",
+    (HERE / "fastpath.c").read_text(),
+    include_dirs=[str(HERE)],
+    extra_compile_args=["-O2"],
+    libraries=["pthread"],
+)
 
 if __name__ == "__main__":
-    ffibuilder.compile(verbose=False)
+    ffibuilder.compile(tmpdir=str(HERE.parent.parent), verbose=False)

@@ -21,7 +21,7 @@ ABRT, IDNF, UNC = 0x04, 0x10, 0x40
 NIEN, SRST = 0x02, 0x04
 READY = DRDY | DSC
 
-IMAGE_SECTORS = 64
+IMAGE_SECTORS = 1100     # more than 256 (a count-0 read) and than one 1008-sector cylinder
 
 
 def pattern(sectors: int, seed: int = 0) -> bytes:

@@ -1,0 +1,205 @@
+/* hv's C fast path: the block hook that gives the host control back, the ticker,
+ * and the exit dispatch for port I/O and MMIO.
+ *
+ * Nothing here links against libunicorn: the Python binding already loaded it,
+ * so the host hands over uc_emu_stop / uc_reg_read as function pointers and
+ * registers these callbacks itself (uc_hook_add, uc_mmio_map through ctypes).
+ *
+ * Dispatch: every port has a slot {kind, device, offset}. Most kinds end in a
+ * call back into the Python device model (hv_py_in / hv_py_out, cffi
+ * "extern Python"); the hot registers are served here from state the Python
+ * model shares with C (hv_window: a device's data buffer and cursor; shadow
+ * registers the model keeps current; the UART transmit buffer; virtio
+ * doorbells recorded for the host loop, like KVM's ioeventfd).
+ */
+#include <stdint.h>
+#include <string.h>
+#include <pthread.h>
+#include <time.h>
+
+#include "fastpath.h"
+
+/* ---- regaining control ------------------------------------------------------ */
+
+void hv_ctl_init(hv_ctl *c, void *emu_stop, void *reg_read, int eflags_reg, void *handle) {
+    pthread_condattr_t a;
+    c->emu_stop = (uc_emu_stop_fn)emu_stop;
+    c->reg_read = (uc_reg_read_fn)reg_read;
+    c->eflags_reg = eflags_reg;
+    c->deadline_ns = -1;
+    c->handle = handle;
+    pthread_mutex_init(&c->mu, 0);
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cv, &a);
+}
+
+/* At every translated-block start: two loads in the common case. */
+void hv_block_hook(void *uc, uint64_t addr, uint32_t size, void *ud) {
+    hv_ctl *c = (hv_ctl *)ud;
+    if (c->kick) {
+        c->kick = 0;
+        c->stop_reason = STOP_KICK;
+        c->emu_stop(uc);
+    } else if (c->irq_pending) {
+        uint64_t fl = 0;
+        c->reg_read(uc, c->eflags_reg, &fl);
+        if (fl & 0x200) {
+            c->stop_reason = STOP_IRQ;
+            c->emu_stop(uc);
+        }
+    }
+}
+
+static void *ticker(void *arg) {
+    hv_ctl *c = (hv_ctl *)arg;
+    pthread_mutex_lock(&c->mu);
+    while (c->running) {
+        int64_t d = c->deadline_ns;
+        if (d < 0) {
+            pthread_cond_wait(&c->cv, &c->mu);
+            continue;
+        }
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        int64_t n = (int64_t)now.tv_sec * 1000000000LL + now.tv_nsec;
+        if (n >= d) {
+            c->kick = 1;
+            c->kicks++;
+            c->deadline_ns = -1;
+            continue;
+        }
+        struct timespec ts = { d / 1000000000LL, d % 1000000000LL };
+        pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return 0;
+}
+
+int hv_ticker_start(hv_ctl *c) {
+    c->running = 1;
+    return pthread_create(&c->thread, 0, ticker, c);
+}
+
+void hv_ticker_stop(hv_ctl *c) {
+    pthread_mutex_lock(&c->mu);
+    c->running = 0;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(c->thread, 0);
+}
+
+void hv_set_deadline(hv_ctl *c, int64_t host_ns) {
+    pthread_mutex_lock(&c->mu);
+    c->deadline_ns = host_ns;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* ---- port I/O -------------------------------------------------------------- */
+
+static inline uint32_t ones(int size) {
+    return size >= 4 ? 0xFFFFFFFFu : (1u << (8 * size)) - 1;
+}
+
+/* A data-port access served from a device buffer; 0 when the Python model must act. */
+static inline int window_in(hv_ctl *c, hv_window *w, int size, uint32_t *value, int index) {
+    if (!w->active || w->writable || w->pos + (uint32_t)size > w->end)
+        return 0;
+    uint32_t v = 0;
+    memcpy(&v, w->buf + w->pos, size);
+    w->pos += size;
+    *value = v;
+    if (w->pos == w->end) {
+        w->active = 0;
+        hv_py_window_done(c->handle, index);
+    }
+    return 1;
+}
+
+static inline int window_out(hv_ctl *c, hv_window *w, int size, uint32_t value, int index) {
+    if (!w->active || !w->writable || w->pos + (uint32_t)size > w->end)
+        return 0;
+    memcpy(w->buf + w->pos, &value, size);
+    w->pos += size;
+    if (w->pos == w->end) {
+        w->active = 0;
+        hv_py_window_done(c->handle, index);
+    }
+    return 1;
+}
+
+uint32_t hv_port_in(void *uc, uint32_t port, int size, void *ud) {
+    hv_ctl *c = (hv_ctl *)ud;
+    hv_port_slot *s = &c->ports[port & 0xFFFF];
+    uint32_t v;
+    switch (s->kind) {
+    case PK_NONE:
+        c->unassigned++;
+        return ones(size);
+    case PK_WINDOW:
+        if (window_in(c, &c->win[s->arg], size, &v, s->arg)) {
+            c->pio_count[s->dev]++;
+            return v;
+        }
+        break;
+    case PK_SHADOW:
+        if (size == 1 && (c->shadow_valid[s->arg >> 3] >> (s->arg & 7)) & 1) {
+            c->pio_count[s->dev]++;
+            return c->shadow[s->arg];
+        }
+        break;
+    }
+    c->pio_count[s->dev]++;
+    return hv_py_in(c->handle, s->dev, s->off, size) & ones(size);
+}
+
+void hv_port_out(void *uc, uint32_t port, int size, uint32_t value, void *ud) {
+    hv_ctl *c = (hv_ctl *)ud;
+    hv_port_slot *s = &c->ports[port & 0xFFFF];
+    switch (s->kind) {
+    case PK_NONE:
+        c->unassigned++;
+        return;
+    case PK_WINDOW:
+        if (window_out(c, &c->win[s->arg], size, value, s->arg)) {
+            c->pio_count[s->dev]++;
+            return;
+        }
+        break;
+    case PK_TXBUF:
+        if (c->tx_enabled && size == 1) {
+            c->pio_count[s->dev]++;
+            c->tx[c->txlen++] = (uint8_t)value;
+            if (c->txlen == sizeof c->tx)
+                hv_py_tx_flush(c->handle);
+            return;
+        }
+        break;
+    }
+    c->pio_count[s->dev]++;
+    hv_py_out(c->handle, s->dev, s->off, size, value & ones(size));
+}
+
+/* ---- MMIO ------------------------------------------------------------------ */
+
+uint64_t hv_mmio_read(void *uc, uint64_t offset, unsigned size, void *ud) {
+    hv_mmio_region *r = (hv_mmio_region *)ud;
+    r->ctl->mmio_count[r->dev]++;
+    return hv_py_mmio_read(r->ctl->handle, r->dev, r->base + offset, size) & ones(size);
+}
+
+void hv_mmio_write(void *uc, uint64_t offset, unsigned size, uint64_t value, void *ud) {
+    hv_mmio_region *r = (hv_mmio_region *)ud;
+    hv_ctl *c = r->ctl;
+    c->mmio_count[r->dev]++;
+    if (r->doorbell_active && offset == r->doorbell_off && size == 4 && value < 32) {
+        /* Record the queue and let the host loop run the device after this block. */
+        r->doorbells |= 1u << value;
+        r->doorbell_count++;
+        c->doorbells_pending = 1;
+        c->kick = 1;
+        return;
+    }
+    hv_py_mmio_write(c->handle, r->dev, r->base + offset, size, value & ones(size));
+}

@@ -1,0 +1,83 @@
+/* Shared between fastpath.c and the cffi declarations (build_fastpath.py). */
+#ifndef HV_FASTPATH_H
+#define HV_FASTPATH_H
+#include <stdint.h>
+#include <pthread.h>
+
+typedef int (*uc_emu_stop_fn)(void *uc);
+typedef int (*uc_reg_read_fn)(void *uc, int regid, void *value);
+
+enum { STOP_NONE, STOP_KICK, STOP_IRQ, STOP_HOST };
+enum { PK_NONE = 0, PK_PY = 1, PK_WINDOW = 2, PK_SHADOW = 3, PK_TXBUF = 4 };
+
+#define HV_MAX_DEVS 64
+#define HV_MAX_WINDOWS 8
+#define HV_MAX_MMIO 16
+#define HV_SHADOWS 64
+
+typedef struct {
+    uint8_t kind;
+    uint8_t dev;        /* index into the machine's device list */
+    uint8_t arg;        /* window or shadow register number */
+    uint8_t pad;
+    uint16_t off;       /* the offset the device model sees */
+} hv_port_slot;
+
+/* A device's data buffer and cursor, shared by the Python model and C. */
+typedef struct {
+    uint8_t *buf;
+    uint32_t pos;
+    uint32_t end;
+    int32_t active;
+    int32_t writable;   /* 1: the guest writes (OUT), 0: the guest reads (IN) */
+} hv_window;
+
+struct hv_ctl;
+typedef struct {
+    struct hv_ctl *ctl;
+    uint64_t base;
+    int32_t dev;
+    uint32_t doorbell_off;
+    int32_t doorbell_active;
+    uint32_t doorbells;         /* queues notified since the host last looked */
+    uint64_t doorbell_count;
+} hv_mmio_region;
+
+typedef struct hv_ctl {
+    volatile int32_t kick;
+    volatile int32_t irq_pending;
+    int32_t stop_reason;
+    int32_t eflags_reg;
+    volatile int64_t deadline_ns;
+    uint64_t kicks;
+    uc_emu_stop_fn emu_stop;
+    uc_reg_read_fn reg_read;
+    void *handle;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int running;
+    /* dispatch */
+    hv_port_slot ports[65536];
+    uint64_t pio_count[HV_MAX_DEVS];
+    uint64_t mmio_count[HV_MAX_DEVS];
+    uint64_t unassigned;
+    hv_window win[HV_MAX_WINDOWS];
+    uint8_t shadow[HV_SHADOWS];
+    uint8_t shadow_valid[HV_SHADOWS / 8];
+    int32_t tx_enabled;
+    uint32_t txlen;
+    uint8_t tx[4096];
+    int32_t doorbells_pending;
+    hv_mmio_region mmio[HV_MAX_MMIO];
+} hv_ctl;
+
+/* Calls back into Python (cffi extern "Python"). */
+uint32_t hv_py_in(void *handle, int dev, int off, int size);
+void hv_py_out(void *handle, int dev, int off, int size, uint32_t value);
+uint64_t hv_py_mmio_read(void *handle, int dev, uint64_t addr, int size);
+void hv_py_mmio_write(void *handle, int dev, uint64_t addr, int size, uint64_t value);
+void hv_py_window_done(void *handle, int window);
+void hv_py_tx_flush(void *handle);
+
+#endif
