@@ -681,6 +681,7 @@ class DiskStore:
 
     def __init__(self) -> None:
         self.drives: dict[int, Disk] = {}
+        self.extra: list[Disk] = []      # disks no BIOS numbers (virtio-blk)
 
     def attach(self, number: int, disk: Disk) -> None:
         if number in self.drives:
@@ -700,9 +701,9 @@ class DiskStore:
         return [d for n, d in sorted(self.drives.items()) if n >= 0x80]
 
     def flush(self) -> None:
-        for d in self.drives.values():
+        for d in [*self.drives.values(), *self.extra]:
             d.flush()
 
     def close(self) -> None:
-        for d in self.drives.values():
+        for d in [*self.drives.values(), *self.extra]:
             d.close()

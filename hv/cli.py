@@ -25,11 +25,11 @@ DRIVE_SLOTS = ("fda", "fdb", "hda", "hdb", "hdc", "hdd")
 
 # What a built-in guest needs attached when run by name with no other option.
 GUEST_DEFAULTS = {
-    "disktest": {"scratch_disk": True},
-    "disktest-virtio": {"scratch_disk": True},
+    "disktest": {"scratch_disk": "hda"},
+    "disktest-virtio": {"scratch_disk": "vda"},
     "nettest": {"net": "user"},
-    "nettest-virtio": {"net": "user"},
-    "balloontest": {},
+    "nettest-virtio": {"virtio_net": "user"},
+    "balloontest": {"balloon": "8M"},
 }
 
 
@@ -45,6 +45,13 @@ def _scratch_disk() -> str:
     os.close(fd)
     guests.scratch_disk(path)
     return path
+
+
+def mem_size_guess(args) -> int:
+    try:
+        return parse_size(args.mem)
+    except ValueError as e:
+        raise UsageError(f"--mem: {e}") from None
 
 
 def _nic(text: str) -> dict:
@@ -117,6 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="network card settings (default ne2000,iobase=0x300,irq=9,"
                           "mac=52:54:00:12:34:56)")
     run.add_argument("--pcap", metavar="FILE", help="write every frame the NIC sends or receives")
+    run.add_argument("--vda", metavar="FILE[,ro][,snapshot]",
+                     help="synthetic disk (virtio-blk, slot 0 at 0xD0000, IRQ 10)")
+    run.add_argument("--virtio-net", metavar="none|user|switch:NAME", default=None,
+                     help="synthetic network card (virtio-net, slot 1 at 0xD1000, IRQ 11)")
+    run.add_argument("--virtio-console", metavar="stdio|none|FILE", default="stdio",
+                     help="where the synthetic console (virtio-console, slot 2) writes (default stdio)")
+    run.add_argument("--balloon", metavar="SIZE", default=None,
+                     help="memory the host asks back through virtio-balloon (slot 3), e.g. 8M")
+    run.add_argument("--kernel", metavar="FILE",
+                     help="boot a 32-bit kernel (ELF or flat) directly, with no BIOS (docs/direct-boot.md)")
+    run.add_argument("--append", metavar="CMDLINE", default="",
+                     help="the kernel command line (with --kernel)")
     run.add_argument("--mem", default="16M", help="guest RAM: 640K, 16M, 256M, 1G (default 16M)")
     run.add_argument("--bios", choices=BIOS_STYLES, default=DEFAULT_BIOS,
                      help=f"firmware style (default {DEFAULT_BIOS}: fastest boot, fewest exits)")
@@ -200,18 +219,37 @@ def cmd_run(args) -> int:
         if slot in specs:
             raise UsageError(f"{args.image}: --{slot} is already given")
         specs[slot] = DriveSpec(str(path), readonly=not writable)
-    if not specs:
-        raise UsageError("nothing to boot: give IMAGE|NAME or --fda/--hda")
+    if args.vda:
+        specs["vda"] = _drive(args.vda)
+    if not specs and not args.kernel:
+        raise UsageError("nothing to boot: give IMAGE|NAME, --fda/--hda or --kernel")
+    if args.kernel:
+        try:
+            with open(args.kernel, "rb"):
+                pass
+        except OSError as e:
+            raise UsageError(f"--kernel {args.kernel}: {e.strerror}") from None
+    elif args.append:
+        raise UsageError("--append needs --kernel")
     if args.snapshot:
         for spec in specs.values():
             spec.snapshot = True
     for spec in specs.values():
         check_image(spec.path, writable=not (spec.readonly or spec.snapshot))
     scratch = None
-    if defaults.get("scratch_disk") and "hda" not in specs:
+    scratch_slot = defaults.get("scratch_disk")
+    if scratch_slot and scratch_slot not in specs:
         scratch = _scratch_disk()
-        specs["hda"] = DriveSpec(scratch)
+        specs[scratch_slot] = DriveSpec(scratch)
     net = args.net or defaults.get("net", "none")
+    virtio_net = args.virtio_net or defaults.get("virtio_net", "none")
+    balloon = args.balloon or defaults.get("balloon")
+    try:
+        balloon_bytes = parse_size(balloon) if balloon else 0
+    except ValueError as e:
+        raise UsageError(f"--balloon: {e}") from None
+    if balloon_bytes >= mem_size_guess(args):
+        raise UsageError("--balloon must be smaller than --mem")
     nic = _nic(args.nic)
     try:
         mem = parse_size(args.mem)
@@ -235,10 +273,13 @@ def cmd_run(args) -> int:
         serial_spec = "none"   # the live screen owns the terminal; serial is shown afterwards
     serial, serial_file = _open_sink(serial_spec, "serial")
     debugcon, debug_file = _open_sink(args.debugcon, "debugcon")
+    vcons, vcons_file = _open_sink(args.virtio_console, "virtio-console")
     trace = (lambda line: print(line, file=sys.stderr)) if args.trace else None
     config = MachineConfig(mem_size=mem, bios=args.bios, serial=serial, debugcon=debugcon,
                            dispatch=args.dispatch, trace=trace, input_keys=events,
                            until=args.until, timeout=args.timeout, net=net, pcap=args.pcap,
+                           virtio_net=virtio_net, virtio_console=vcons,
+                           balloon_target=balloon_bytes, kernel=args.kernel, cmdline=args.append,
                            nic_base=nic["iobase"], nic_irq=nic["irq"], nic_mac=nic["mac"],
                            **specs)
     try:
@@ -269,12 +310,13 @@ def cmd_run(args) -> int:
             machine.vga.screenshot_png(args.screenshot)
         print(f"hv: {result.reason}", file=sys.stderr)
         if args.stats:
-            print(f"dispatch: {machine.vcpu.fast.kind}   bios: {args.bios}", file=sys.stderr)
+            firmware = "direct" if args.kernel else args.bios
+            print(f"dispatch: {machine.vcpu.fast.kind}   firmware: {firmware}", file=sys.stderr)
             print(machine.stats.table(), file=sys.stderr)
         return result.exit_code
     finally:
         machine.close()
-        for f in (serial_file, debug_file):
+        for f in (serial_file, debug_file, vcons_file):
             if f:
                 f.close()
         if scratch:

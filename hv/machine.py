@@ -23,7 +23,11 @@ from devices.disk_ide import IdeChannel
 from devices.dma8237 import Dma8237
 from devices.disk_store import Disk, DiskStore
 from devices.i8042 import I8042, SystemControlPortA
+from devices.balloon_virtio import VirtioBalloon
+from devices.console_virtio import VirtioConsole
+from devices.disk_virtio import VirtioBlk
 from devices.nic_ne2000 import Ne2000
+from devices.nic_virtio import VirtioNet
 from devices.pic8259 import DualPic8259
 from devices.pit8254 import Pit8254
 from devices.vga import Vga
@@ -32,7 +36,15 @@ from hv.bus import MmioBus, PortBus
 from hv.clock import Clock
 from hv.hypercall import HypercallTable
 from hv.net import make_network
+from hv.virtio.mmio import VirtioMmio
 from hv.memory import ROM_BASE, ROM_END, VIDEO_BASE, VIDEO_END, GuestMemory, MiB
+
+# virtio-mmio slots: 4 KiB windows in the ISA hole below 1 MiB, so real-mode
+# guests reach them with a segment (D000:0000); slot -> (base, ISA IRQ).
+VIRTIO_BASE = 0xD0000
+VIRTIO_SLOTS = {"blk": (0xD0000, 10), "net": (0xD1000, 11), "console": (0xD2000, 5),
+                "balloon": (0xD3000, 12)}
+PAGE_SIZE = 4096
 
 HOUSEKEEPING_NS = 10_000_000     # the loop looks at input, --until and timeouts 100x/s
 SCREEN_CHECK_NS = 50_000_000
@@ -65,6 +77,11 @@ class MachineConfig:
     nic_base: int = 0x300
     nic_irq: int = 9
     nic_mac: bytes = bytes.fromhex("525400123456")
+    # Synthetic (virtio-mmio) devices, in the slots of VIRTIO_SLOTS.
+    vda: DriveSpec | None = None                  # virtio-blk
+    virtio_net: str = "none"                      # none | user | switch:NAME
+    virtio_console: Callable[[bytes], None] | None = None
+    balloon_target: int = 0                       # bytes the host asks the guest to give back
     serial: Callable[[bytes], None] | None = None     # None: output is only captured
     debugcon: Callable[[bytes], None] | None = None
     dispatch: str = "auto"
@@ -115,8 +132,9 @@ class Machine:
             self.vcpu = Vcpu(self, cfg.dispatch, cfg.trace)
         except BaseException:
             self.disks.close()
-            if hasattr(self, "network"):
-                self.network.close()
+            for net in ("network", "vnet_network"):
+                if hasattr(self, net):
+                    getattr(self, net).close()
             raise
         self.pic.on_intr = self._on_intr
         self.clock.on_deadline_change = self._on_deadline_change
@@ -170,17 +188,43 @@ class Machine:
         self.post = self.add(PostCode())
         self.dma = self.add(Dma8237(mem))
         self.fdc = self.add(Fdc82077(irq=self.pic.line(6), dma=self.dma, drives=(fda, fdb)))
-        self.network = make_network(self.config.net, self.config.pcap)
+        self.network = make_network(self.config.net, self.config.pcap if self.config.net != "none"
+                                    else None)
         self.netport = self.network("nic0")
         if self.netport is not None:
             self.netport.on_frame = self._on_frame
         self.nic = self.add(Ne2000(irq=self.pic.line(self.config.nic_irq), port=self.netport,
                                    mac=self.config.nic_mac,
                                    base=self.config.nic_base, isa_irq=self.config.nic_irq))
+        self._build_virtio()
         slots = self.slots
         self.ide = [self.add(IdeChannel(self.pic.line(14), (slots["hda"], slots["hdb"]), name="ide0")),
                     self.add(IdeChannel(self.pic.line(15), (slots["hdc"], slots["hdd"]), name="ide1",
                                         base=0x170, ctrl=0x376))]
+
+    def _build_virtio(self) -> None:
+        cfg, mem = self.config, self.mem
+
+        def slot(name: str, device) -> VirtioMmio:
+            base, irq = VIRTIO_SLOTS[name]
+            return self.add(VirtioMmio(device, mem, self.pic.line(irq), base))
+        self.virtio: dict[str, VirtioMmio] = {}
+        if cfg.vda is not None:
+            self.vdisk = Disk(cfg.vda.path, "hd", cfg.vda.readonly, cfg.vda.snapshot)
+            self.disks.extra.append(self.vdisk)
+            self.virtio["blk"] = slot("blk", VirtioBlk(self.vdisk))
+        self.vnet_network = make_network(cfg.virtio_net, cfg.pcap if cfg.net == "none" else None)
+        self.vnet_port = self.vnet_network("vnet0")
+        if self.vnet_port is not None:
+            self.vnet_port.on_frame = self._on_frame
+            self.vnet = VirtioNet(self.vnet_port, mac=cfg.nic_mac)
+            self.virtio["net"] = slot("net", self.vnet)
+        self.vconsole = VirtioConsole(sink=cfg.virtio_console)
+        self.virtio["console"] = slot("console", self.vconsole)
+        self.balloon = VirtioBalloon(mem)
+        if cfg.balloon_target:
+            self.balloon.set_target(cfg.balloon_target // PAGE_SIZE)
+        self.virtio["balloon"] = slot("balloon", self.balloon)
 
     def _load_firmware(self) -> None:
         from hv.firmware import firmware_for
@@ -299,6 +343,9 @@ class Machine:
         self.clock.run_due()
         if self.netport is not None and self.netport.pending:
             self.netport.poll(self.nic.receive, ready=self.nic.can_receive)
+        if self.vnet_port is not None and self.vnet_port.pending:
+            with self.virtio["net"].guarded():
+                self.vnet_port.poll(self.vnet.receive, ready=self.vnet.can_receive)
         self._feed_input()
         self._check_until()
         if self._deadline_wall is not None and time.monotonic() >= self._deadline_wall:
@@ -309,10 +356,12 @@ class Machine:
         """HLT with interrupts on: sleep until the next deadline or an event."""
         d = self.clock.next_deadline()
         wait = HOUSEKEEPING_NS / 1e9 if d is None else max(0.0, (d - self.clock.now()) / 1e9)
-        if wait > 0 and not self.pic.has_interrupt() and not (
-                self.netport is not None and self.netport.pending):
+        if wait > 0 and not self.pic.has_interrupt() and not self._frames_waiting():
             self._wake.wait(wait)
         self._wake.clear()
+
+    def _frames_waiting(self) -> bool:
+        return any(p is not None and p.pending for p in (self.netport, self.vnet_port))
 
     def run(self) -> RunResult:
         if self.config.timeout is not None:
@@ -339,3 +388,4 @@ class Machine:
         self.vcpu.close()
         self.disks.close()
         self.network.close()
+        self.vnet_network.close()

@@ -190,9 +190,9 @@ static int step_identify(void)
         err = virtio_driver_ok(&blk);
     u32 cap[2] = {0, 0};
     if (!err) {
-        vcfg_read(&blk, VIRTIO_BLK_CFG_CAPACITY, cap, sizeof cap);
+        vcfg_read(&blk, VIRTIO_BLK_CFG_CAPACITY, cap, sizeof cap, 4);
         if (accepted(&blk, VIRTIO_BLK_F_SEG_MAX)) {
-            vcfg_read(&blk, VIRTIO_BLK_CFG_SEG_MAX, &seg_max, sizeof seg_max);
+            vcfg_read(&blk, VIRTIO_BLK_CFG_SEG_MAX, &seg_max, sizeof seg_max, 4);
             if (!seg_max)
                 seg_max = 1;
         }
@@ -254,10 +254,11 @@ static void step_read_multiple(u32 lba)
 {
     const char *err = 0;
     u16 queued = 0;
+    int ind = vq.num_free < BATCH * 3;     /* indirect if the direct chains won't all fit */
     memset(buf, 0, sizeof buf);
     for (int i = 0; i < BATCH && !err; i++)
         if (!(err = queue_req(i, VIRTIO_BLK_T_IN, lba + 2 * (u32)i, buf + i * 2 * SECTOR_WORDS,
-                              2 * 512, 1, 0)))
+                              2 * 512, 1, ind)))
             queued++;
     if (queued) {   /* even after a failure: what was made available must come back */
         const char *e = run_batch(queued, IRQ);
@@ -312,10 +313,10 @@ static void step_read_past_end(void)
 static void step_write(void)
 {
     fill_words(wbuf, 10, 8, write_word);
-    u16 nseg = MAX_SECTORS;
-    while (nseg > seg_max)
-        nseg >>= 1;
     int ind = accepted(&blk, VIRTIO_F_INDIRECT_DESC);
+    u16 nseg = MAX_SECTORS;     /* fewer, larger segments if the device or ring wants */
+    while (nseg > 1 && (nseg > seg_max || (!ind && nseg + 2u > vq.num_free)))
+        nseg >>= 1;
     const char *err = queue_req(0, VIRTIO_BLK_T_OUT, 10, wbuf, 8 * 512, nseg, ind);
     if (!err)
         err = run_batch(1, POLL);

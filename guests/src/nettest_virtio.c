@@ -138,7 +138,7 @@ static int step_station_address(void)
         err = "device has no VIRTIO_NET_F_MAC";
     }
     if (!err)
-        vcfg_read(&net, VIRTIO_NET_CFG_MAC, mac, 6);
+        vcfg_read(&net, VIRTIO_NET_CFG_MAC, mac, 6, 1);
     result("station address from PROM", err);
     endl();
     if (err)

@@ -5,7 +5,8 @@
  * Devices are found by probing the board's virtio-mmio slots at 0xD0000 + n * 0x1000
  * (n = 0..7). They lie above the 64 KiB that CS=DS=0 reaches, so registers are accessed
  * through FS = 0xD000 + n * 0x100 with 32-bit moves (the spec requires 32-bit accesses
- * to the registers; config space also takes 8- and 16-bit ones). Everything the device
+ * to the registers; config fields are accessed at their own width, 64-bit ones as two
+ * 32-bit halves). Everything the device
  * reads or writes by DMA is in segment 0, so a C pointer is its physical address.
  *
  * Interrupts: virtio_isr10/11/12 (virtio_irq.S) call virtio_irq(n), which reads
@@ -194,17 +195,21 @@ HELPER u16 vcfg16(struct vdev *d, u16 off) { return mmio_r16(d->seg, (u16)(VIRTI
 HELPER u32 vcfg32(struct vdev *d, u16 off) { return mmio_r32(d->seg, (u16)(VIRTIO_MMIO_CONFIG + off)); }
 HELPER void vcfg_w32(struct vdev *d, u16 off, u32 v) { mmio_w32(d->seg, (u16)(VIRTIO_MMIO_CONFIG + off), v); }
 
-/* Read `len` bytes of config space consistently (§4.2.2.2): retry while ConfigGeneration
- * changes under us. */
-HELPER void vcfg_read(struct vdev *d, u16 off, void *dst, u16 len)
+/* Read a config field consistently (§4.2.2.2): retry while ConfigGeneration changes
+ * under us. Accesses have the field's width, as the spec requires: `width` 1 for byte
+ * arrays (a MAC), 4 for 32- and 64-bit fields (`len` a multiple of 4). */
+HELPER void vcfg_read(struct vdev *d, u16 off, void *dst, u16 len, u16 width)
 {
-    u8 *p = dst;
     u32 before, after;
     int tries = 0;
     do {
         before = vreg(d, VIRTIO_MMIO_CONFIG_GENERATION);
-        for (u16 i = 0; i < len; i++)
-            p[i] = vcfg8(d, (u16)(off + i));
+        for (u16 i = 0; i < len; i += width) {
+            if (width == 4)
+                *(u32 *)((u8 *)dst + i) = vcfg32(d, (u16)(off + i));
+            else
+                ((u8 *)dst)[i] = vcfg8(d, (u16)(off + i));
+        }
         after = vreg(d, VIRTIO_MMIO_CONFIG_GENERATION);
     } while (before != after && ++tries < 100);
 }
