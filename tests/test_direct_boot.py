@@ -109,25 +109,17 @@ def test_haltkernel_ends_the_run_at_hlt_with_interrupts_off(run_kernel):
     assert "halting with interrupts off" in m.serial_text()
 
 
-class VirtioBoard(Machine):
-    """The board with one virtio-mmio slot (a device with no queues work), as the
-    lead's board will have them."""
-
-    def _build_devices(self) -> None:
-        from hv.virtio import VirtioDevice
-        from hv.virtio.mmio import VirtioMmio
-
-        class Blk(VirtioDevice):
-            name, device_id = "blk", 2
-        super()._build_devices()
-        self.add(VirtioMmio(Blk(), self.mem, self.pic.line(10), 0xD0000))
-
-
-def test_virtio_slots_are_listed_with_base_irq_and_device_id(run_kernel):
-    text = run_kernel(HELLO_ELF, machine_class=VirtioBoard).serial_text()
-    assert "virtio: 1 devices" in text
-    # The kernel reads the slot's MagicValue ("virt") through the listed base.
+def test_virtio_slots_are_listed_with_base_irq_and_device_id(run_kernel, tmp_path):
+    import guests
+    from hv.machine import DriveSpec
+    disk = tmp_path / "vda.img"
+    guests.scratch_disk(disk)
+    text = run_kernel(HELLO_ELF, vda=DriveSpec(str(disk))).serial_text()
+    # blk (slot 0), console (slot 2) and balloon (slot 3); the kernel reads each
+    # slot's MagicValue ("virt") through the listed base.
+    assert "virtio: 3 devices" in text
     assert "device: virtio-mmio id=2 base=000d0000 irq=10 magic=74726976" in text
+    assert "device: virtio-mmio id=3 base=000d2000 irq=5 magic=74726976" in text
 
 
 # -- the host side of the entry state and the block --------------------------------------------
