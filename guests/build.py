@@ -72,6 +72,11 @@ TARGETS: tuple[Target, ...] = (
            linker_script="cguest.ld", depends=("cguest.h", "virtio.h", "ipv4.h")),
     Target("balloontest", ("cguest_boot.S", "virtio_irq.S", "balloontest.c"),
            linker_script="cguest.ld", depends=("cguest.h", "virtio.h")),
+    # Device benchmarks (bench/test_devices.py): virtio-blk and virtio-net throughput.
+    Target("blkbench", ("cguest_boot.S", "virtio_irq.S", "blkbench.c"),
+           linker_script="cguest.ld", depends=("cguest.h", "virtio.h")),
+    Target("netbench", ("cguest_boot.S", "virtio_irq.S", "netbench.c"),
+           linker_script="cguest.ld", depends=("cguest.h", "virtio.h")),
 )
 
 # Direct-boot kernels (``hv run --kernel``, hv/boot.py): 32-bit C and as, linked as an

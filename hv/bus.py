@@ -47,6 +47,10 @@ class PortBus:
         slot = self._slot[port & 0xFFFF]
         return slot[0] if slot else None
 
+    def offset_at(self, port: int) -> int:
+        slot = self._slot[port & 0xFFFF]
+        return slot[1] if slot else 0
+
     def read(self, port: int, size: int) -> int:
         slot = self._slot[port & 0xFFFF]
         if slot is None:
@@ -113,3 +117,17 @@ class MmioBus:
         b, _, dev = hit
         self.stats.count(exits.MMIO, dev.name)
         dev.write(addr - b, size, value & _ones(size))
+
+    # The C dispatch counts its exits itself.
+    def read_uncounted(self, addr: int, size: int) -> int:
+        hit = self.find(addr)
+        if hit is None:
+            return _ones(size)
+        b, _, dev = hit
+        return dev.read(addr - b, size) & _ones(size)
+
+    def write_uncounted(self, addr: int, size: int, value: int) -> None:
+        hit = self.find(addr)
+        if hit is not None:
+            b, _, dev = hit
+            dev.write(addr - b, size, value & _ones(size))

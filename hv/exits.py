@@ -17,11 +17,22 @@ UNASSIGNED = "unassigned"  # an access that reached no device
 
 
 class ExitStats:
+    """Counts kept in Python, plus ``sources``: callables returning counts kept
+    elsewhere (the C dispatch counts its exits in C memory)."""
+
     def __init__(self) -> None:
-        self.counts: Counter[tuple[str, str]] = Counter()
+        self.counted: Counter[tuple[str, str]] = Counter()
+        self.sources: list = []
+
+    @property
+    def counts(self) -> Counter[tuple[str, str]]:
+        merged = Counter(self.counted)
+        for source in self.sources:
+            merged.update(source())
+        return merged
 
     def count(self, kind: str, who: str = "-", n: int = 1) -> None:
-        self.counts[(kind, who)] += n
+        self.counted[(kind, who)] += n
 
     def total(self, kind: str | None = None) -> int:
         return sum(v for (k, _), v in self.counts.items() if kind is None or k == kind)

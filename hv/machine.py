@@ -340,6 +340,7 @@ class Machine:
 
     def service(self) -> None:
         """Everything the host does when it has the CPU back."""
+        self.vcpu.fast.service()
         self.clock.run_due()
         if self.netport is not None and self.netport.pending:
             self.netport.poll(self.nic.receive, ready=self.nic.can_receive)

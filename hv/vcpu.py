@@ -70,14 +70,20 @@ class Vcpu:
         self.halted = False
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
-        uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, X.UC_X86_INS_IN)
-        uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, X.UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._on_rom_write)
         uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED, self._on_unmapped)
         uc.hook_add(UC_HOOK_MEM_FETCH_UNMAPPED, self._on_fetch_unmapped)
-        for base, length, dev in machine.mmio.ranges():
-            self._map_mmio(base, length, dev.name, machine.mmio)
+        if trace is not None and dispatch == "auto":
+            dispatch = "python"          # --trace needs every exit to pass through Python
         self.fast = fastpath.load(uc, dispatch)
+        if self.fast.kind == "c":
+            self.fast.install_dispatch(self)
+        else:
+            uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, X.UC_X86_INS_IN)
+            uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, X.UC_X86_INS_OUT)
+            for base, length, dev in machine.mmio.ranges():
+                self._map_mmio(base, length, dev.name, machine.mmio)
+        self.stats.sources.append(self.fast.counts)
         self.calibrate()
         self.reset()
 

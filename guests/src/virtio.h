@@ -79,7 +79,9 @@
 #define VIRTQ_AVAIL_F_NO_INTERRUPT 1
 #define VIRTQ_USED_F_NO_NOTIFY     1
 
+#ifndef VQ_MAX           /* a guest may define a larger one before including this */
 #define VQ_MAX 16       /* our largest queue; smaller if the device's QueueNumMax is */
+#endif
 
 #define VIRTIO_RESET_TIMEOUT (TICKS_PER_SECOND / 2)
 #define VIRTIO_TIMEOUT       (2 * TICKS_PER_SECOND)

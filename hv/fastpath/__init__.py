@@ -49,30 +49,48 @@ class _Base:
     def close(self) -> None:
         raise NotImplementedError
 
+    def counts(self) -> dict[tuple[str, str], int]:
+        """Exits counted outside Python (by the C dispatch)."""
+        return {}
+
+    def service(self) -> None:
+        """Host-loop work the fast path deferred (doorbells, buffered output)."""
+
 
 class CFastpath(_Base):
-    """C block hook + C ticker thread."""
+    """C block hook + C ticker thread; with ``install_dispatch`` also the port
+    I/O and MMIO exit dispatch in C (see fastpath.c)."""
 
     kind = "c"
 
     def __init__(self, uc: Uc) -> None:
         ffi, lib = _fastpath.ffi, _fastpath.lib
         self._ffi, self._lib = ffi, lib
+        self.uc = uc
         self.ctl = ffi.new("hv_ctl *")
+        self._handle = ffi.new_handle(self)
         stop = ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p).value
         regread = ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p).value
         lib.hv_ctl_init(self.ctl, ffi.cast("void *", stop), ffi.cast("void *", regread),
-                        UC_X86_REG_EFLAGS)
-        hook = ctypes.c_size_t()
-        cb = int(ffi.cast("uintptr_t", ffi.addressof(lib, "hv_block_hook")))
-        ud = int(ffi.cast("uintptr_t", self.ctl))
-        err = uclib.uc_hook_add(uc._uch, ctypes.byref(hook), UC_HOOK_BLOCK,
-                                ctypes.c_void_p(cb), ctypes.c_void_p(ud),
-                                ctypes.c_uint64(1), ctypes.c_uint64(0))
-        if err:
-            raise RuntimeError(f"uc_hook_add(block) failed: {err}")
+                        UC_X86_REG_EFLAGS, self._handle)
+        self._hook(UC_HOOK_BLOCK, "hv_block_hook")
         if lib.hv_ticker_start(self.ctl) != 0:
             raise RuntimeError("cannot start the ticker thread")
+        self.devices: list = []
+        self.regions: dict[int, object] = {}      # mmio slot -> device (VirtioMmio or other)
+        self.vcpu = None
+
+    def _addr(self, name: str) -> int:
+        return int(self._ffi.cast("uintptr_t", self._ffi.addressof(self._lib, name)))
+
+    def _hook(self, kind: int, callback: str, *extra) -> None:
+        hook = ctypes.c_size_t()
+        ud = int(self._ffi.cast("uintptr_t", self.ctl))
+        err = uclib.uc_hook_add(self.uc._uch, ctypes.byref(hook), kind,
+                                ctypes.c_void_p(self._addr(callback)), ctypes.c_void_p(ud),
+                                ctypes.c_uint64(1), ctypes.c_uint64(0), *extra)
+        if err:
+            raise RuntimeError(f"uc_hook_add({callback}) failed: {err}")
 
     # The flags live in C memory; these properties keep one copy of the state.
     @property
@@ -104,6 +122,134 @@ class CFastpath(_Base):
 
     def close(self) -> None:
         self._lib.hv_ticker_stop(self.ctl)
+
+    # -- exit dispatch ---------------------------------------------------------------
+    def install_dispatch(self, vcpu) -> None:
+        """Take over port I/O and MMIO from the Python hooks: C callbacks registered
+        with the engine, a port table and per-device counters in C."""
+        from unicorn import UC_HOOK_INSN
+        from unicorn.x86_const import UC_X86_INS_IN, UC_X86_INS_OUT
+        machine = vcpu.machine
+        self.vcpu = vcpu
+        self.devices = list(machine.devices)
+        if len(self.devices) > 64:
+            raise RuntimeError("the C dispatch table holds 64 devices")
+        index = {id(d): i for i, d in enumerate(self.devices)}
+        ctl = self.ctl
+        for port in range(0x10000):
+            dev = machine.ports.device_at(port)
+            slot = ctl.ports[port]
+            if dev is None:
+                slot.kind = PK_NONE
+                continue
+            slot.kind, slot.dev = PK_PY, index[id(dev)]
+            slot.off = machine.ports.offset_at(port)
+        self._hook(UC_HOOK_INSN, "hv_port_in", ctypes.c_int(UC_X86_INS_IN))
+        self._hook(UC_HOOK_INSN, "hv_port_out", ctypes.c_int(UC_X86_INS_OUT))
+        for i, (base, length, dev) in enumerate(machine.mmio.ranges()):
+            lo, hi = vcpu._mmio_pages(base, length)
+            region = ctl.mmio[i]
+            region.ctl, region.base, region.dev = ctl, lo, index[id(dev)]
+            if hasattr(dev, "doorbell_offset"):
+                region.doorbell_off = base - lo + dev.doorbell_offset
+                region.doorbell_active = 1
+            self.regions[i] = dev
+            ud = ctypes.c_void_p(int(self._ffi.cast("uintptr_t", self._ffi.addressof(region))))
+            err = uclib.uc_mmio_map(self.uc._uch, lo, hi - lo,
+                                    ctypes.c_void_p(self._addr("hv_mmio_read")), ud,
+                                    ctypes.c_void_p(self._addr("hv_mmio_write")), ud)
+            if err:
+                raise RuntimeError(f"uc_mmio_map({lo:#x}) failed: {err}")
+
+    def service(self) -> None:
+        ctl = self.ctl
+        if ctl.doorbells_pending:
+            ctl.doorbells_pending = 0
+            for i, dev in self.regions.items():
+                region = ctl.mmio[i]
+                bits = region.doorbells
+                if bits:
+                    region.doorbells = 0
+                    q = 0
+                    while bits:
+                        if bits & 1:
+                            dev.doorbell(q)
+                        bits >>= 1
+                        q += 1
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        ctl = self.ctl
+        out: dict[tuple[str, str], int] = {}
+        for i, dev in enumerate(self.devices):
+            if ctl.pio_count[i]:
+                out[("pio", dev.name)] = ctl.pio_count[i]
+            if ctl.mmio_count[i]:
+                out[("mmio", dev.name)] = ctl.mmio_count[i]
+        if ctl.unassigned:
+            out[("unassigned", "ports")] = ctl.unassigned
+        return out
+
+
+PK_NONE, PK_PY, PK_WINDOW, PK_SHADOW, PK_TXBUF = range(5)
+
+
+def _machine_of(handle):
+    return _fastpath.ffi.from_handle(handle)
+
+
+def _on_callback_error(exc_type, exc, tb) -> None:
+    # A device model raised inside a C callback: end the run with the reason
+    # rather than let cffi print it and carry on with a made-up value.
+    import traceback
+    fp = _LAST_CALLER[0]
+    if fp is not None and fp.vcpu is not None:
+        fp.vcpu.machine.fail("device model error: " + "".join(
+            traceback.format_exception_only(exc_type, exc)).strip())
+        fp.vcpu.kick()
+
+
+_LAST_CALLER: list = [None]
+
+if _fastpath is not None:  # pragma: no branch - depends on the build
+    _ffi = _fastpath.ffi
+
+    @_ffi.def_extern(onerror=_on_callback_error)
+    def hv_py_in(handle, dev, off, size):
+        fp = _machine_of(handle)
+        _LAST_CALLER[0] = fp
+        v = fp.devices[dev].read(off, size)
+        fp.vcpu._after_io()
+        return v
+
+    @_ffi.def_extern(onerror=_on_callback_error)
+    def hv_py_out(handle, dev, off, size, value):
+        fp = _machine_of(handle)
+        _LAST_CALLER[0] = fp
+        fp.devices[dev].write(off, size, value)
+        fp.vcpu._after_io()
+
+    @_ffi.def_extern(onerror=_on_callback_error)
+    def hv_py_mmio_read(handle, dev, addr, size):
+        fp = _machine_of(handle)
+        _LAST_CALLER[0] = fp
+        return fp.vcpu.machine.mmio.read_uncounted(addr, size)
+
+    @_ffi.def_extern(onerror=_on_callback_error)
+    def hv_py_mmio_write(handle, dev, addr, size, value):
+        fp = _machine_of(handle)
+        _LAST_CALLER[0] = fp
+        fp.vcpu.machine.mmio.write_uncounted(addr, size, value)
+        fp.vcpu._after_io()
+
+    @_ffi.def_extern(onerror=_on_callback_error)
+    def hv_py_window_done(handle, window):
+        fp = _machine_of(handle)
+        fp.window_done(window)
+
+    @_ffi.def_extern(onerror=_on_callback_error)
+    def hv_py_tx_flush(handle):
+        fp = _machine_of(handle)
+        fp.flush_tx()
 
 
 class PyFastpath(_Base):
