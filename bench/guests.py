@@ -65,23 +65,26 @@ def bare(kernel: str) -> bytes:
 FIRST_INSTRUCTION = assemble("cli\n hlt\n")   # for boot time: the run ends at the boot sector's start
 
 
-def ata_sequential(mib: int, write: bool) -> bytes:
-    """Sequential ATA PIO transfer of ``mib`` MiB on the primary master, 256 sectors per
-    READ/WRITE SECTORS command, one `rep insw`/`rep outsw` per sector (the way a simple
-    driver does it); POST code 0x01 marks the start, `cli; hlt` the end."""
+# POST codes (port 0x80) that delimit the timed phases of the disk benchmarks, the
+# same in the ATA guest below and in guests/src/blkbench.c (virtio-blk).
+POST_START, POST_READ_DONE, POST_WRITE_DONE = 0x01, 0x02, 0x03
+
+
+def _ata_pass(mib: int, write: bool) -> str:
+    """One pass over the first ``mib`` MiB of the primary master: READ/WRITE SECTORS
+    commands of 256 sectors (128 KiB), one `rep insw`/`rep outsw` per sector (the way a
+    simple driver does it) to/from the 512 bytes at 1000:0000."""
     command = 0x30 if write else 0x20
-    string_op = "rep outsw" if write else "rep insw"
-    index = "%si" if write else "%di"
-    return assemble(f"""
-        xor %ax, %ax
-        mov %ax, %ds
-        mov $0x1000, %ax
-        mov %ax, %es
-        mov $1, %al
-        out %al, $0x80
+    transfer = ("xor %si, %si; push %ds; push %es; pop %ds; rep outsw; pop %ds" if write
+                else "xor %di, %di; rep insw")
+    return f"""
         xor %ebx, %ebx                  # LBA
         mov ${mib * 8}, %bp             # commands of 256 sectors (128 KiB)
-1:      mov $0x1F2, %dx
+1:      mov $0x1F7, %dx
+4:      in %dx, %al                     # the previous command has finished (BSY clear)
+        test $0x80, %al
+        jnz 4b
+        mov $0x1F2, %dx
         xor %al, %al                    # sector count 0 = 256
         out %al, %dx
         mov %ebx, %eax
@@ -111,9 +114,7 @@ def ata_sequential(mib: int, write: bool) -> bytes:
         jz 3b
         mov $0x1F0, %dx
         mov $256, %cx
-        {"mov $0, %si; push %ds; push %es; pop %ds" if write else "xor %di, %di"}
-        {string_op}
-        {"pop %ds" if write else ""}
+        {transfer}
         pop %si
         dec %si
         push %si
@@ -122,7 +123,36 @@ def ata_sequential(mib: int, write: bool) -> bytes:
         add $256, %ebx
         dec %bp
         jnz 1b
-        {"mov $0x1F7, %dx; mov $0xE7, %al; out %al, %dx" if write else ""}
+"""
+
+
+def ata_sequential(mib: int, write: bool | None = None) -> bytes:
+    """Sequential ATA PIO transfer of ``mib`` MiB on the primary master (see _ata_pass):
+    ``write=None`` reads the whole range and then writes it, False only reads, True only
+    writes. POST code 0x01 just before the first command, 0x02 when the reads are done,
+    0x03 when the writes and a FLUSH CACHE are (the codes blkbench writes), `cli; hlt`."""
+    read_pass = _ata_pass(mib, write=False) if not write else ""
+    write_pass = (_ata_pass(mib, write=True) + """
+        mov $0x1F7, %dx
+        mov $0xE7, %al                  # FLUSH CACHE
+        out %al, %dx
+5:      in %dx, %al
+        test $0x80, %al
+        jnz 5b
+""") if write is not False else ""
+    return assemble(f"""
+        xor %ax, %ax
+        mov %ax, %ds
+        mov $0x1000, %ax
+        mov %ax, %es
+        mov ${POST_START}, %al
+        out %al, $0x80
+{read_pass}
+        mov ${POST_READ_DONE}, %al
+        out %al, $0x80
+{write_pass}
+        mov ${POST_WRITE_DONE}, %al
+        out %al, $0x80
         cli
         hlt
 """)
@@ -130,7 +160,8 @@ def ata_sequential(mib: int, write: bool) -> bytes:
 
 def ne2000_transmit(frames: int, size: int) -> bytes:
     """Transmit ``frames`` frames of ``size`` bytes on the NE2000 at 0x300: remote DMA
-    write of the frame into card RAM (`rep outsw`), then TXP, then wait for PTX."""
+    write of the frame into card RAM (`rep outsw`), then TXP, then wait for PTX. POST code
+    0x01 before the first frame, 0x02 after the last (as netbench on virtio-net)."""
     words = (size + 1) // 2
     return assemble(f"""
         xor %ax, %ax
@@ -196,6 +227,8 @@ def ne2000_transmit(frames: int, size: int) -> bytes:
         out %al, %dx
         dec %bp
         jnz 1b
+        mov $2, %al                     # POST 0x02: the last frame went out
+        out %al, $0x80
         cli
         hlt
 """)

@@ -238,17 +238,79 @@ class IdeChannel(Device):
     # ---- board interface ----------------------------------------------------------
     def reset(self) -> None:
         """Power-on / hardware reset: both drives back to defaults, device 0 selected."""
+        if self._win is not None:
+            self._pull()
         for u in self._units:
             u.power_on()
         self.control = 0
         self._cur = self._units[0]
         self._update_irq()
+        if self._win is not None:
+            self._push()
 
     def stats(self) -> dict[str, int]:
         return dict(self._counts)
 
+    # ---- the C fast path -----------------------------------------------------------
+    _win = None
+
+    def bind_fast(self, fast, port_of) -> None:
+        """Let C serve the data port (``rep insw``/``outsw``) from the selected
+        drive's sector buffer, which moves into C memory: one copy of the data."""
+        for u in self._units:
+            cbuf = fast.buffer(len(u.buf))
+            cbuf[:] = u.buf
+            u.buf, u.words, u.cptr = cbuf, cbuf.cast("H"), fast.pointer(cbuf)
+        self._win = fast.window([port_of(0)], sizes=(2, 4), on_done=self._window_done)
+        self._win_unit = None
+        self._push()
+
+    def _pull(self) -> None:
+        """Words C moved since the window opened become the drive's position."""
+        u = self._win_unit
+        if u is not None:
+            u.pos = self._win_start + self._win.moved // 2
+            self._win_unit = None
+            self._win.close()
+
+    def _push(self) -> None:
+        """Open the window on what is left of the current data phase."""
+        u = self._cur
+        end = u.rd_end or u.wr_end
+        if u.pos < end:
+            self._win.open(u.cptr, u.pos * 2, end * 2, writable=bool(u.wr_end))
+            self._win_unit, self._win_start = u, u.pos
+        else:
+            self._win.close()
+
+    def _window_done(self) -> None:
+        u = self._win_unit
+        self._pull()
+        if u is not None:
+            if u.rd_end:
+                self._data_in_done(u)
+            else:
+                self._data_out_done(u)
+        self._push()
+
     # ---- register access ----------------------------------------------------------
     def read(self, offset: int, size: int) -> int:
+        if self._win is None:
+            return self._read(offset, size)
+        self._pull()
+        value = self._read(offset, size)
+        self._push()
+        return value
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        if self._win is None:
+            self._write(offset, size, value)
+            return
+        self._pull()
+        self._write(offset, size, value)
+        self._push()
+
+    def _read(self, offset: int, size: int) -> int:
         if offset == 0:
             # The data port is the hot path (rep insw: one exit per word).
             u = self._cur
@@ -263,15 +325,15 @@ class IdeChannel(Device):
                     return v
                 return 0                      # DRQ clear: QEMU reads 0
             if size == 4:                     # 32-bit PIO: two words, low first
-                lo = self.read(0, 2)
-                return lo | (self.read(0, 2) << 16)
+                lo = self._read(0, 2)
+                return lo | (self._read(0, 2) << 16)
             return (1 << (8 * size)) - 1 if 0 < size <= 8 else 0   # 8-bit data access: not decoded
         value = 0
         for i in range(max(1, min(size, 8))):
             value |= self._read_reg(offset + i, i) << (8 * i)
         return value
 
-    def write(self, offset: int, size: int, value: int) -> None:
+    def _write(self, offset: int, size: int, value: int) -> None:
         if offset == 0:
             u = self._cur
             if size == 2:
@@ -284,8 +346,8 @@ class IdeChannel(Device):
                         self._data_out_done(u)
                 return
             if size == 4:
-                self.write(0, 2, value)
-                self.write(0, 2, value >> 16)
+                self._write(0, 2, value)
+                self._write(0, 2, value >> 16)
             return
         for i in range(max(1, min(size, 8))):
             self._write_reg(offset + i, i, (value >> (8 * i)) & 0xFF)

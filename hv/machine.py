@@ -136,6 +136,8 @@ class Machine:
                 if hasattr(self, net):
                     getattr(self, net).close()
             raise
+        if self.vcpu.fast.kind == "c":
+            self._bind_fast_devices()
         self.pic.on_intr = self._on_intr
         self.clock.on_deadline_change = self._on_deadline_change
         self.clock.after(HOUSEKEEPING_NS, self._housekeeping)
@@ -230,6 +232,21 @@ class Machine:
         from hv.firmware import firmware_for
         self.firmware = firmware_for("direct" if self.config.kernel else self.config.bios)
         self.firmware.install(self)
+
+    def _bind_fast_devices(self) -> None:
+        """Give devices with a C side (``bind_fast``) their share of the fast path."""
+        fast = self.vcpu.fast
+        for dev in self.devices:
+            bind = getattr(dev, "bind_fast", None)
+            if bind is None:
+                continue
+
+            def port_of(offset: int, dev=dev) -> int:
+                for r in dev.ports:
+                    if r.bias <= offset < r.bias + r.length:
+                        return r.base + offset - r.bias
+                raise ValueError(f"{dev.name} has no port at offset {offset:#x}")
+            bind(fast, port_of)
 
     # -- wiring ---------------------------------------------------------------------
     def _on_intr(self, level: bool) -> None:

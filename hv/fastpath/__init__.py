@@ -79,6 +79,10 @@ class CFastpath(_Base):
         self.devices: list = []
         self.regions: dict[int, object] = {}      # mmio slot -> device (VirtioMmio or other)
         self.vcpu = None
+        self._keep: list = []
+        self._windows: list[Window] = []
+        self._next_shadow = 0
+        self._tx_sink = None
 
     def _addr(self, name: str) -> int:
         return int(self._ffi.cast("uintptr_t", self._ffi.addressof(self._lib, name)))
@@ -150,6 +154,7 @@ class CFastpath(_Base):
             lo, hi = vcpu._mmio_pages(base, length)
             region = ctl.mmio[i]
             region.ctl, region.base, region.dev = ctl, lo, index[id(dev)]
+            region.length = base - lo + length
             if hasattr(dev, "doorbell_offset"):
                 region.doorbell_off = base - lo + dev.doorbell_offset
                 region.doorbell_active = 1
@@ -163,6 +168,8 @@ class CFastpath(_Base):
 
     def service(self) -> None:
         ctl = self.ctl
+        if ctl.txlen:
+            self.flush_tx()
         if ctl.doorbells_pending:
             ctl.doorbells_pending = 0
             for i, dev in self.regions.items():
@@ -187,7 +194,108 @@ class CFastpath(_Base):
                 out[("mmio", dev.name)] = ctl.mmio_count[i]
         if ctl.unassigned:
             out[("unassigned", "ports")] = ctl.unassigned
+        if ctl.unassigned_mmio:
+            out[("unassigned", "mmio")] = ctl.unassigned_mmio
         return out
+
+    # -- state a device model shares with C --------------------------------------------
+    def buffer(self, size: int) -> memoryview:
+        """Zeroed C memory a device uses as its data buffer (one copy of the data)."""
+        cdata = self._ffi.new("uint8_t[]", size)
+        self._keep.append(cdata)
+        return memoryview(self._ffi.buffer(cdata)).cast("B")
+
+    def pointer(self, buf: memoryview):
+        """The C address of a buffer from ``buffer()``, for ``Window.open``."""
+        return self._ffi.from_buffer(buf)
+
+    def window(self, ports: list[int], sizes=(2, 4), on_done=None) -> "Window":
+        """Serve IN/OUT on ``ports`` from a device buffer while the window is open;
+        ``on_done()`` runs when the guest has moved the last byte."""
+        i = len(self._windows)
+        if i >= 8:
+            raise RuntimeError("out of C data windows")
+        w = self.ctl.win[i]
+        w.sizes = sum(1 << n for n in sizes)
+        win = Window(w, on_done)
+        self._windows.append(win)
+        for port in ports:
+            self.ctl.ports[port].kind, self.ctl.ports[port].arg = PK_WINDOW, i
+        return win
+
+    def window_done(self, index: int) -> None:
+        self._windows[index].done()
+
+    def shadow(self, port: int) -> int:
+        """Serve byte reads of ``port`` from a value the model keeps current."""
+        k = self._next_shadow
+        self._next_shadow += 1
+        self.ctl.ports[port].kind, self.ctl.ports[port].arg = PK_SHADOW, k
+        return k
+
+    def set_shadow(self, k: int, value: int | None) -> None:
+        """``None``: the read has side effects now; send it to the model."""
+        byte, bit = divmod(k, 8)
+        if value is None:
+            self.ctl.shadow_valid[byte] &= ~(1 << bit)
+        else:
+            self.ctl.shadow[k] = value
+            self.ctl.shadow_valid[byte] |= 1 << bit
+
+    def tx_buffer(self, port: int, sink) -> None:
+        """Buffer byte OUTs to ``port`` in C while ``tx_enabled``; ``sink(bytes)``
+        gets them in batches (full buffer, or whenever the host loop runs)."""
+        self.ctl.ports[port].kind = PK_TXBUF
+        self._tx_sink = sink
+
+    @property
+    def tx_enabled(self) -> bool:
+        return bool(self.ctl.tx_enabled)
+
+    @tx_enabled.setter
+    def tx_enabled(self, on: bool) -> None:
+        if not on:
+            self.flush_tx()
+        self.ctl.tx_enabled = 1 if on else 0
+
+    def flush_tx(self) -> None:
+        n = self.ctl.txlen
+        if n and self._tx_sink is not None:
+            data = bytes(self._ffi.buffer(self.ctl.tx, n))
+            self.ctl.txlen = 0
+            self._tx_sink(data)
+
+
+class Window:
+    """A device's data buffer and cursor as C sees them (``hv_window``)."""
+
+    __slots__ = ("c", "on_done")
+
+    def __init__(self, c, on_done) -> None:
+        self.c = c
+        self.on_done = on_done
+
+    def open(self, pointer, start: int, end: int, writable: bool) -> None:
+        """Bytes ``start..end`` of the buffer at ``pointer`` (see ``pointer()``)."""
+        c = self.c
+        c.buf = pointer + start
+        c.pos, c.end, c.writable, c.active = 0, end - start, 1 if writable else 0, 1
+
+    def close(self) -> None:
+        self.c.active = 0
+
+    @property
+    def moved(self) -> int:
+        """Bytes the guest moved through C since ``open``."""
+        return self.c.pos
+
+    @property
+    def active(self) -> bool:
+        return bool(self.c.active)
+
+    def done(self) -> None:
+        if self.on_done is not None:
+            self.on_done()
 
 
 PK_NONE, PK_PY, PK_WINDOW, PK_SHADOW, PK_TXBUF = range(5)

@@ -14,9 +14,10 @@ HERE = Path(__file__).resolve().parent
 
 CDEF = """
 typedef struct { uint8_t kind; uint8_t dev; uint8_t arg; uint8_t pad; uint16_t off; } hv_port_slot;
-typedef struct { uint8_t *buf; uint32_t pos; uint32_t end; int32_t active; int32_t writable; } hv_window;
+typedef struct { uint8_t *buf; uint32_t pos; uint32_t end; int32_t active; int32_t writable;
+                 uint32_t sizes; } hv_window;
 typedef struct {
-    struct hv_ctl *ctl; uint64_t base; int32_t dev; uint32_t doorbell_off;
+    struct hv_ctl *ctl; uint64_t base; uint64_t length; int32_t dev; uint32_t doorbell_off;
     int32_t doorbell_active; uint32_t doorbells; uint64_t doorbell_count;
 } hv_mmio_region;
 typedef struct hv_ctl {
@@ -29,6 +30,7 @@ typedef struct hv_ctl {
     uint64_t pio_count[64];
     uint64_t mmio_count[64];
     uint64_t unassigned;
+    uint64_t unassigned_mmio;
     hv_window win[8];
     uint8_t shadow[64];
     uint8_t shadow_valid[8];

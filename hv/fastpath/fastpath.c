@@ -104,7 +104,7 @@ static inline uint32_t ones(int size) {
 
 /* A data-port access served from a device buffer; 0 when the Python model must act. */
 static inline int window_in(hv_ctl *c, hv_window *w, int size, uint32_t *value, int index) {
-    if (!w->active || w->writable || w->pos + (uint32_t)size > w->end)
+    if (!w->active || w->writable || !(w->sizes >> size & 1) || w->pos + (uint32_t)size > w->end)
         return 0;
     uint32_t v = 0;
     memcpy(&v, w->buf + w->pos, size);
@@ -118,7 +118,7 @@ static inline int window_in(hv_ctl *c, hv_window *w, int size, uint32_t *value, 
 }
 
 static inline int window_out(hv_ctl *c, hv_window *w, int size, uint32_t value, int index) {
-    if (!w->active || !w->writable || w->pos + (uint32_t)size > w->end)
+    if (!w->active || !w->writable || !(w->sizes >> size & 1) || w->pos + (uint32_t)size > w->end)
         return 0;
     memcpy(w->buf + w->pos, &value, size);
     w->pos += size;
@@ -185,6 +185,10 @@ void hv_port_out(void *uc, uint32_t port, int size, uint32_t value, void *ud) {
 
 uint64_t hv_mmio_read(void *uc, uint64_t offset, unsigned size, void *ud) {
     hv_mmio_region *r = (hv_mmio_region *)ud;
+    if (offset >= r->length) {         /* past the device's window: nothing there */
+        r->ctl->unassigned_mmio++;
+        return ones(size);
+    }
     r->ctl->mmio_count[r->dev]++;
     return hv_py_mmio_read(r->ctl->handle, r->dev, r->base + offset, size) & ones(size);
 }
@@ -192,6 +196,10 @@ uint64_t hv_mmio_read(void *uc, uint64_t offset, unsigned size, void *ud) {
 void hv_mmio_write(void *uc, uint64_t offset, unsigned size, uint64_t value, void *ud) {
     hv_mmio_region *r = (hv_mmio_region *)ud;
     hv_ctl *c = r->ctl;
+    if (offset >= r->length) {
+        c->unassigned_mmio++;
+        return;
+    }
     c->mmio_count[r->dev]++;
     if (r->doorbell_active && offset == r->doorbell_off && size == 4 && value < 32) {
         /* Record the queue and let the host loop run the device after this block. */

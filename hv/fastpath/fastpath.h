@@ -30,12 +30,14 @@ typedef struct {
     uint32_t end;
     int32_t active;
     int32_t writable;   /* 1: the guest writes (OUT), 0: the guest reads (IN) */
+    uint32_t sizes;     /* access sizes served here: bit n = n-byte accesses */
 } hv_window;
 
 struct hv_ctl;
 typedef struct {
     struct hv_ctl *ctl;
     uint64_t base;
+    uint64_t length;            /* the device's window; the rest of the page is open bus */
     int32_t dev;
     uint32_t doorbell_off;
     int32_t doorbell_active;
@@ -62,6 +64,7 @@ typedef struct hv_ctl {
     uint64_t pio_count[HV_MAX_DEVS];
     uint64_t mmio_count[HV_MAX_DEVS];
     uint64_t unassigned;
+    uint64_t unassigned_mmio;
     hv_window win[HV_MAX_WINDOWS];
     uint8_t shadow[HV_SHADOWS];
     uint8_t shadow_valid[HV_SHADOWS / 8];
