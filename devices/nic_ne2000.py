@@ -231,6 +231,13 @@ class Ne2000(Device):
 
     def reset(self) -> None:
         """Power-on: RAM cleared, PROM loaded, every register at its reset value."""
+        if self._win is not None:
+            self._pull()
+        self._reset()
+        if self._win is not None:
+            self._push()
+
+    def _reset(self) -> None:
         m = self._mem
         m[RAM_START:self.ram_end] = bytes(self.ram_end - RAM_START)
         prom = self.mac + bytes(8) + bytes((PROM_SIGNATURE, PROM_SIGNATURE))
@@ -271,9 +278,75 @@ class Ne2000(Device):
     def _update_irq(self) -> None:
         self.irq_line.set_level((self.isr & self.imr & ISR_IRQ_MASK) != 0)
 
+    # ---- the C fast path -----------------------------------------------------------
+    _win = None
+
+    def bind_fast(self, fast, port_of) -> None:
+        """Let C serve word-mode remote DMA through the data port (``rep insw``/
+        ``outsw``) straight from card memory, which moves into C memory."""
+        cmem = fast.buffer(len(self._mem))
+        cmem[:] = self._mem
+        self._mem, self._cmem = cmem, fast.pointer(cmem)
+        self._win = fast.window([port_of(DATA_PORT)], sizes=(2, 4), on_done=self._window_done)
+        self._win_at = None
+        self._push()
+
+    def _pull(self) -> None:
+        """Account for the bytes C moved: CRDA on, RBCR down, wrap, RDC."""
+        if self._win_at is not None:
+            moved = self._win.moved
+            self._win.close()
+            self._win_at = None
+            if moved:
+                self._dma_advance(self.rsar + moved, moved)
+
+    def _push(self) -> None:
+        """Open the window on the contiguous part of the remote DMA still to run:
+        word mode, aligned, up to RBCR, the PSTOP wrap and (for writes) RAM's end."""
+        a, n = self.rsar, self.rbcr
+        if not (self.dcr & _WTS) or a & 1 or n < 2 or self.cr & CR_.STP:
+            self._win.close()
+            return
+        end = a + (n & ~1)
+        stop = self.pstop << 8
+        if a < stop < end:
+            end = stop
+        writing = (self.cr & RD_MASK) == RD_REMOTE_WRITE
+        if writing:
+            if not RAM_START <= a < self.ram_end:
+                self._win.close()
+                return
+            end = min(end, self.ram_end)
+        end = min(end, ADDR_SPACE)
+        if end - a < 2:
+            self._win.close()
+            return
+        self._win.open(self._cmem, a, end, writable=writing)
+        self._win_at = a
+
+    def _window_done(self) -> None:
+        self._pull()
+        self._push()
+
     # ---- port I/O ------------------------------------------------------------
 
     def read(self, offset: int, size: int) -> int:
+        if self._win is None:
+            return self._read(offset, size)
+        self._pull()
+        value = self._read(offset, size)
+        self._push()
+        return value
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        if self._win is None:
+            self._write(offset, size, value)
+            return
+        self._pull()
+        self._write(offset, size, value)
+        self._push()
+
+    def _read(self, offset: int, size: int) -> int:
         if offset == DATA_PORT:
             # Hot path (rep insw): one word of remote DMA, inlined.
             if size == 4:
@@ -311,7 +384,7 @@ class Ne2000(Device):
                 return 0
         return (1 << (8 * size)) - 1
 
-    def write(self, offset: int, size: int, value: int) -> None:
+    def _write(self, offset: int, size: int, value: int) -> None:
         if offset == DATA_PORT:
             if self.rbcr == 0:
                 return                      # nothing left to transfer (as QEMU)
@@ -381,7 +454,7 @@ class Ne2000(Device):
         addr &= 0xFFFF
         length = max(0, min(length, ADDR_SPACE))
         out = self._mem[addr:min(addr + length, ADDR_SPACE)]
-        return bytes(out + self._mem[0:length - len(out)])
+        return bytes(out) + bytes(self._mem[0:length - len(out)])
 
     # ---- registers -------------------------------------------------------------
 
