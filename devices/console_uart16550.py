@@ -300,6 +300,33 @@ class Uart16550(Device):
     def _update_irq(self) -> None:
         gate = (self.mcr & (MCR_.OUT2 | MCR_.LOOP)) == MCR_.OUT2
         self.irq_line.set_level(gate and self._pending() != IIR_.NO_INT)
+        if self._fast is not None:
+            self._sync_fast()
+
+    # ---- the C fast path ---------------------------------------------------
+
+    _fast = None
+
+    def bind_fast(self, fast, port_of) -> None:
+        """Let C take THR writes into a buffer flushed to the sink in batches, and
+        answer LSR reads, while neither has a side effect: DLAB clear, no
+        loopback, no THRE interrupt enabled; LSR with no data or errors waiting."""
+        self._fast = fast
+        fast.tx_buffer(port_of(0), self._sink_batch)
+        self._lsr_shadow = fast.shadow(port_of(5))
+        self._sync_fast()
+
+    def _sink_batch(self, data: bytes) -> None:
+        if self.sink is not None:
+            self.sink(data)
+
+    def _sync_fast(self) -> None:
+        fast = self._fast
+        quiet_tx = not (self.lcr & LCR_.DLAB or self.loopback or self.ier & IER_.ETBEI)
+        if fast.tx_enabled != quiet_tx:
+            fast.tx_enabled = quiet_tx
+        quiet_lsr = not self.rx and not self.lsr_errors
+        fast.set_shadow(self._lsr_shadow, self._lsr() if quiet_lsr else None)
 
     # ---- register access ---------------------------------------------------
 
@@ -384,6 +411,8 @@ class Uart16550(Device):
             self._rx_char(value, 0)
             self._rx_activity()
         elif self.sink is not None:
+            if self._fast is not None:
+                self._fast.flush_tx()       # bytes C buffered go out first
             self.sink(bytes([value]))
         self.thre_pending = True
 

@@ -388,6 +388,7 @@ class Machine:
         while True:
             self.stop_requested = False
             self.vcpu.run()
+            self.vcpu.fast.flush_tx()
             if getattr(self, "_reset_requested", False) and self.result is None:
                 self._reset_requested = False
                 self.reset()

@@ -56,6 +56,9 @@ class _Base:
     def service(self) -> None:
         """Host-loop work the fast path deferred (doorbells, buffered output)."""
 
+    def flush_tx(self) -> None:
+        """Deliver output the fast path buffered."""
+
 
 class CFastpath(_Base):
     """C block hook + C ticker thread; with ``install_dispatch`` also the port
