@@ -339,6 +339,11 @@ class DualPic8259(Device):
         self._update()
 
     def _update(self) -> None:
+        self._update_output()
+        if self._shadows is not None:
+            self._sync_shadows()
+
+    def _update_output(self) -> None:
         """Fold the slave's INT into master IR2 and tell the CPU side."""
         self.master.set_input(CASCADE_IR, self.slave.int_output)
         if self.on_intr is not None:
@@ -378,6 +383,30 @@ class DualPic8259(Device):
         return vector
 
     # ---- ports -----------------------------------------------------------------
+
+    # ---- the C fast path -----------------------------------------------------
+
+    _shadows = None
+
+    def bind_fast(self, fast, port_of) -> None:
+        """Let C answer register reads (IMR, and IRR/ISR as OCW3 selects) from
+        values kept current after every state change; a pending poll command
+        (a read with side effects) goes to the model."""
+        self._fast = fast
+        self._shadows = [(off, fast.shadow(port_of(off))) for off in
+                         (0, 1, self.SLAVE_OFFSET, self.SLAVE_OFFSET + 1)]
+        self._sync_shadows()
+
+    def _sync_shadows(self) -> None:
+        for off, k in self._shadows:
+            chip = self._chip(off)
+            if off & 1:
+                value = chip.imr
+            elif chip.poll:
+                value = None
+            else:
+                value = chip.isr if chip.read_isr else chip.irr
+            self._fast.set_shadow(k, value)
 
     def _chip(self, offset: int) -> Pic8259 | None:
         if offset in (0, 1):

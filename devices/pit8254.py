@@ -378,19 +378,62 @@ class Pit8254(Device):
             self.lost_ticks += max(0, (t - c.load) // c.n - (base - c.load) // c.n)
         self.irq_count += 1
         self.irq0.pulse()
-        self._rearm()
+        if self._fast_chans is not None:
+            self._pull()
+            self._rearm()
+            self._push()
+        else:
+            self._rearm()
+
+    # ---- the C fast path -----------------------------------------------------
+
+    _fast_chans = None
+
+    def bind_fast(self, fast, port_of) -> None:
+        """Let C answer counter reads of channels in mode 2 or 3 with no latch
+        pending (programs polling the count, seeding random numbers); the
+        channel's read flip-flop is shared with C while it does."""
+        self._fast_chans = [fast.pit_channel(port_of(i), i, self.clock) for i in range(3)]
+        self._push()
+
+    def _pull(self) -> None:
+        for c, f in zip(self.counters, self._fast_chans):
+            if f.valid:
+                c.read_msb_next = bool(f.msb_next)
+                f.valid = 0
+
+    def _push(self) -> None:
+        t = self._now_tick()
+        for c, f in zip(self.counters, self._fast_chans):
+            c._sync(t)
+            simple = (c.programmed and c.armed and c.mode in PERIODIC and not c.bcd
+                      and c.ol is None and c.status_latch is None and c.frozen is None
+                      and c.pending is None and c.gate and c.rw in (RW_LSB, RW_MSB, RW_LSB_MSB)
+                      and c.n > 0 and self.clock._paused_at is None)
+            if simple:
+                f.mode, f.rw, f.load, f.n = c.mode, c.rw, c.load, c.n
+                f.msb_next = 1 if c.read_msb_next else 0
+                f.valid = 1
 
     # ---- ports ---------------------------------------------------------------
 
     def read(self, offset: int, size: int) -> int:
+        if self._fast_chans is not None:
+            self._pull()
         value = 0
         for i in range(max(1, min(size, 4))):
             value |= self._read_byte(offset + i) << (8 * i)
+        if self._fast_chans is not None:
+            self._push()
         return value
 
     def write(self, offset: int, size: int, value: int) -> None:
+        if self._fast_chans is not None:
+            self._pull()
         for i in range(max(1, min(size, 4))):
             self._write_byte(offset + i, value >> (8 * i) & 0xFF)
+        if self._fast_chans is not None:
+            self._push()
 
     def _read_byte(self, offset: int) -> int:
         t = self._now_tick()

@@ -64,6 +64,7 @@ class Vcpu:
         self._a20 = True
         self._map_memory()
         self.mem.invalidate = self._invalidate
+        self._remove_cache = uc.ctl_remove_cache
         self.regs = Regs(uc)
         self.delivery = InterruptDelivery(self)
         self.trace = trace
@@ -84,6 +85,7 @@ class Vcpu:
             for base, length, dev in machine.mmio.ranges():
                 self._map_mmio(base, length, dev.name, machine.mmio)
         self.stats.sources.append(self.fast.counts)
+        self._remove_cache = getattr(self.fast, "remove_cache", uc.ctl_remove_cache)
         self.calibrate()
         self.reset()
 
@@ -118,7 +120,7 @@ class Vcpu:
                 a, b = max(lo, plo), min(hi, phi)
                 if a < b:
                     self.uc.mem_write(a, bytes(self.mem.view[a:b]))
-        self.uc.ctl_remove_cache(lo, hi)
+        self._remove_cache(lo, hi)
 
     def set_a20(self, enabled: bool) -> None:
         """Gate address line 20 by remapping 1 MiB..+64 KiB (Unicorn has no A20 gate).
@@ -450,8 +452,8 @@ class Vcpu:
                 break
             if fast.stop_reason == fastpath.STOP_NONE:
                 self._classify_silent_stop()
-            elif fast.stop_reason == fastpath.STOP_KICK:
-                self.stats.count(exits.TIMER)
+            elif fast.stop_reason == fastpath.STOP_KICK and not fast.doorbell_kick():
+                self.stats.count(exits.TIMER)     # a doorbell's kick is that doorbell's exit
 
     def _classify_silent_stop(self) -> None:
         # HLT leaves no exit reason (notes §4): EIP is just past the hlt.

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+from functools import partial
 import time
 
 from unicorn import UC_HOOK_BLOCK, Uc
@@ -59,6 +60,10 @@ class _Base:
     def flush_tx(self) -> None:
         """Deliver output the fast path buffered."""
 
+    def doorbell_kick(self) -> bool:
+        """Whether the last kick came from a doorbell waiting for the host loop."""
+        return False
+
 
 class CFastpath(_Base):
     """C block hook + C ticker thread; with ``install_dispatch`` also the port
@@ -77,6 +82,12 @@ class CFastpath(_Base):
         lib.hv_ctl_init(self.ctl, ffi.cast("void *", stop), ffi.cast("void *", regread),
                         UC_X86_REG_EFLAGS, self._handle)
         self._hook(UC_HOOK_BLOCK, "hv_block_hook")
+        from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TB_REMOVE_CACHE
+        uc_ctl = ctypes.cast(uclib.uc_ctl, ctypes.c_void_p).value
+        uch = ctypes.cast(uc._uch, ctypes.c_void_p).value
+        code = (UC_CTL_IO_WRITE << 30) | (2 << 26) | UC_CTL_TB_REMOVE_CACHE
+        lib.hv_set_engine(self.ctl, ffi.cast("void *", uch), ffi.cast("void *", uc_ctl), code)
+        self.remove_cache = partial(lib.hv_remove_cache, self.ctl)
         if lib.hv_ticker_start(self.ctl) != 0:
             raise RuntimeError("cannot start the ticker thread")
         self.devices: list = []
@@ -169,6 +180,9 @@ class CFastpath(_Base):
             if err:
                 raise RuntimeError(f"uc_mmio_map({lo:#x}) failed: {err}")
 
+    def doorbell_kick(self) -> bool:
+        return bool(self.ctl.doorbells_pending)
+
     def service(self) -> None:
         ctl = self.ctl
         if ctl.txlen:
@@ -236,6 +250,13 @@ class CFastpath(_Base):
         self.ctl.ports[port].kind, self.ctl.ports[port].arg = PK_SHADOW, k
         return k
 
+    def pit_channel(self, port: int, channel: int, clock):
+        """Serve unlatched counter reads of a mode 2/3 8254 channel in C; returns
+        the shared ``hv_pit_chan`` the model fills (see fastpath.h)."""
+        self.ctl.ports[port].kind, self.ctl.ports[port].arg = PK_PIT, channel
+        self.ctl.clock_origin_ns = clock.host_time(0)
+        return self.ctl.pit[channel]
+
     def set_shadow(self, k: int, value: int | None) -> None:
         """``None``: the read has side effects now; send it to the model."""
         byte, bit = divmod(k, 8)
@@ -301,7 +322,7 @@ class Window:
             self.on_done()
 
 
-PK_NONE, PK_PY, PK_WINDOW, PK_SHADOW, PK_TXBUF = range(5)
+PK_NONE, PK_PY, PK_WINDOW, PK_SHADOW, PK_TXBUF, PK_PIT = range(6)
 
 
 def _machine_of(handle):

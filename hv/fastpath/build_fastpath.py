@@ -20,6 +20,7 @@ typedef struct {
     struct hv_ctl *ctl; uint64_t base; uint64_t length; int32_t dev; uint32_t doorbell_off;
     int32_t doorbell_active; uint32_t doorbells; uint64_t doorbell_count;
 } hv_mmio_region;
+typedef struct { int32_t valid; int32_t mode; int32_t rw; int32_t msb_next; int64_t load; int64_t n; } hv_pit_chan;
 typedef struct hv_ctl {
     volatile int32_t kick;
     volatile int32_t irq_pending;
@@ -39,10 +40,14 @@ typedef struct hv_ctl {
     uint8_t tx[4096];
     int32_t doorbells_pending;
     hv_mmio_region mmio[16];
+    hv_pit_chan pit[3];
+    int64_t clock_origin_ns;
     ...;
 } hv_ctl;
 void hv_ctl_init(hv_ctl *c, void *emu_stop, void *reg_read, int eflags_reg, void *handle);
 void hv_block_hook(void *uc, uint64_t addr, uint32_t size, void *ud);
+void hv_set_engine(hv_ctl *c, void *uc, void *ctl, int remove_cache_code);
+void hv_remove_cache(hv_ctl *c, uint64_t lo, uint64_t hi);
 int hv_ticker_start(hv_ctl *c);
 void hv_ticker_stop(hv_ctl *c);
 void hv_set_deadline(hv_ctl *c, int64_t host_ns);

@@ -34,6 +34,19 @@ void hv_ctl_init(hv_ctl *c, void *emu_stop, void *reg_read, int eflags_reg, void
     pthread_cond_init(&c->cv, &a);
 }
 
+void hv_set_engine(hv_ctl *c, void *uc, void *ctl, int remove_cache_code) {
+    c->uc = uc;
+    c->ctl = (uc_ctl_fn)ctl;
+    c->remove_cache_code = remove_cache_code;
+}
+
+/* Drop translated code for [lo, hi) after a host write: one C call instead of
+ * the Python binding's ctypes round trip (2.6 us), since devices write guest
+ * memory (rings, DMA) far more often than they write code. */
+void hv_remove_cache(hv_ctl *c, uint64_t lo, uint64_t hi) {
+    c->ctl(c->uc, c->remove_cache_code, lo, hi);
+}
+
 /* At every translated-block start: two loads in the common case. */
 void hv_block_hook(void *uc, uint64_t addr, uint32_t size, void *ud) {
     hv_ctl *c = (hv_ctl *)ud;
@@ -129,6 +142,42 @@ static inline int window_out(hv_ctl *c, hv_window *w, int size, uint32_t value, 
     return 1;
 }
 
+#define PIT_HZ 1193182
+
+static inline int64_t pit_now_tick(hv_ctl *c) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t ns = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec - c->clock_origin_ns;
+    return (int64_t)((__int128)ns * PIT_HZ / 1000000000LL);
+}
+
+/* Counter read for modes 2 and 3 (devices/pit8254.py: Counter._raw_count). */
+static inline uint32_t pit_read(hv_ctl *c, hv_pit_chan *p) {
+    int64_t e = pit_now_tick(c) - p->load, n = p->n, count;
+    if (e < 0)
+        e = 0;
+    if (p->mode == 2) {
+        count = n - e % n;
+    } else {
+        int64_t ph = e % n, high = (n + 1) / 2, odd = n & 1;
+        if (ph < high)
+            count = ph == 0 ? n : n + odd - 2 * ph;
+        else {
+            int64_t q = ph - high;
+            count = q == 0 ? n : n - odd - 2 * q;
+        }
+    }
+    count %= 65536;
+    if (p->rw == 2)
+        return (count >> 8) & 0xFF;
+    if (p->rw == 3) {
+        int msb = p->msb_next;
+        p->msb_next = !msb;
+        return msb ? (count >> 8) & 0xFF : count & 0xFF;
+    }
+    return count & 0xFF;
+}
+
 uint32_t hv_port_in(void *uc, uint32_t port, int size, void *ud) {
     hv_ctl *c = (hv_ctl *)ud;
     hv_port_slot *s = &c->ports[port & 0xFFFF];
@@ -147,6 +196,12 @@ uint32_t hv_port_in(void *uc, uint32_t port, int size, void *ud) {
         if (size == 1 && (c->shadow_valid[s->arg >> 3] >> (s->arg & 7)) & 1) {
             c->pio_count[s->dev]++;
             return c->shadow[s->arg];
+        }
+        break;
+    case PK_PIT:
+        if (size == 1 && c->pit[s->arg].valid) {
+            c->pio_count[s->dev]++;
+            return pit_read(c, &c->pit[s->arg]);
         }
         break;
     }

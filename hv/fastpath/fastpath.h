@@ -6,9 +6,10 @@
 
 typedef int (*uc_emu_stop_fn)(void *uc);
 typedef int (*uc_reg_read_fn)(void *uc, int regid, void *value);
+typedef int (*uc_ctl_fn)(void *uc, int control, ...);
 
 enum { STOP_NONE, STOP_KICK, STOP_IRQ, STOP_HOST };
-enum { PK_NONE = 0, PK_PY = 1, PK_WINDOW = 2, PK_SHADOW = 3, PK_TXBUF = 4 };
+enum { PK_NONE = 0, PK_PY = 1, PK_WINDOW = 2, PK_SHADOW = 3, PK_TXBUF = 4, PK_PIT = 5 };
 
 #define HV_MAX_DEVS 64
 #define HV_MAX_WINDOWS 8
@@ -33,6 +34,18 @@ typedef struct {
     uint32_t sizes;     /* access sizes served here: bit n = n-byte accesses */
 } hv_window;
 
+/* An 8254 counter in mode 2 or 3, read without a latch: C derives the count
+ * from the clock exactly as devices/pit8254.py does; the read flip-flop lives
+ * here while ``valid`` (the model pulls it back before it acts). */
+typedef struct {
+    int32_t valid;
+    int32_t mode;
+    int32_t rw;
+    int32_t msb_next;
+    int64_t load;           /* PIT tick at which the count was loaded */
+    int64_t n;              /* full count */
+} hv_pit_chan;
+
 struct hv_ctl;
 typedef struct {
     struct hv_ctl *ctl;
@@ -54,6 +67,9 @@ typedef struct hv_ctl {
     uint64_t kicks;
     uc_emu_stop_fn emu_stop;
     uc_reg_read_fn reg_read;
+    uc_ctl_fn ctl;
+    void *uc;
+    int32_t remove_cache_code;
     void *handle;
     pthread_t thread;
     pthread_mutex_t mu;
@@ -73,6 +89,8 @@ typedef struct hv_ctl {
     uint8_t tx[4096];
     int32_t doorbells_pending;
     hv_mmio_region mmio[HV_MAX_MMIO];
+    hv_pit_chan pit[3];
+    int64_t clock_origin_ns;        /* CLOCK_MONOTONIC at virtual time 0 */
 } hv_ctl;
 
 /* Calls back into Python (cffi extern "Python"). */
