@@ -17,6 +17,7 @@ block): correct, much slower. ``load()`` picks C when it was built.
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 from functools import partial
 import time
@@ -435,7 +436,10 @@ class PyFastpath(_Base):
 
 
 def load(uc: Uc, dispatch: str = "auto") -> _Base:
-    """'auto' prefers C; 'c' insists on it; 'python' forces the fallback."""
+    """'auto' prefers C (or what $HV_DISPATCH says); 'c' insists on it; 'python'
+    forces the fallback."""
+    if dispatch == "auto":
+        dispatch = os.environ.get("HV_DISPATCH", "auto")
     if dispatch == "python" or (dispatch == "auto" and _fastpath is None):
         return PyFastpath(uc)
     if _fastpath is None:
