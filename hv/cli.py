@@ -164,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     disk = sub.add_parser("disk", help="disk image tools: create an overlay, commit, info",
                           add_help=False)
     disk.add_argument("disk_args", nargs=argparse.REMAINDER)
+    bench = sub.add_parser("bench", help="run the benchmark matrix; write bench-report.md, "
+                           "PNG plots and JSON (hv bench --quick, --json FILE, --out DIR)",
+                           add_help=False)
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     sub.add_parser("list", help="list the built-in guests")
     sub.add_parser("build", help="rebuild guest images and firmware ROMs from source")
     return ap
@@ -330,6 +334,11 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from bench.report import main as bench_main
+    return bench_main(args.bench_args)
+
+
 def cmd_disk(args) -> int:
     from hv.disk_tool import main_disk
     return main_disk(args.disk_args)
@@ -345,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"run": cmd_run, "list": cmd_list, "build": cmd_build,
-                "disk": cmd_disk}[args.command](args)
+                "disk": cmd_disk, "bench": cmd_bench}[args.command](args)
     except (UsageError, ImageError) as e:
         print(f"hv: error: {e}", file=sys.stderr)
         return 2
