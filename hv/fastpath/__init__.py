@@ -157,10 +157,9 @@ class CFastpath(_Base):
         ctl = self.ctl
         for port in range(0x10000):
             dev = machine.ports.device_at(port)
-            slot = ctl.ports[port]
             if dev is None:
-                slot.kind = PK_NONE
-                continue
+                continue          # the table starts zeroed (PK_NONE); untouched pages cost no RSS
+            slot = ctl.ports[port]
             slot.kind, slot.dev = PK_PY, index[id(dev)]
             slot.off = machine.ports.offset_at(port)
         self._hook(UC_HOOK_INSN, "hv_port_in", ctypes.c_int(UC_X86_INS_IN))
