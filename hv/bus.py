@@ -51,6 +51,21 @@ class PortBus:
         slot = self._slot[port & 0xFFFF]
         return slot[1] if slot else 0
 
+    def host_read(self, port: int, size: int) -> int:
+        """A register read by host code (a synthetic BIOS service): not an exit."""
+        slot = self._slot[port & 0xFFFF]
+        if slot is None:
+            return _ones(size)
+        dev, off = slot
+        return dev.read(off, size) & _ones(size)
+
+    def host_write(self, port: int, size: int, value: int) -> None:
+        """A register write by host code: not an exit."""
+        slot = self._slot[port & 0xFFFF]
+        if slot is not None:
+            dev, off = slot
+            dev.write(off, size, value & _ones(size))
+
     def read(self, port: int, size: int) -> int:
         slot = self._slot[port & 0xFFFF]
         if slot is None:

@@ -79,10 +79,10 @@ def _next_key(mem, enhanced: bool) -> int | None:
 
 def irq1(ctx: HypercallContext) -> None:
     m = ctx.machine
-    status = m.ports.read(KBD_STATUS, 1)
+    status = m.ports.host_read(KBD_STATUS, 1)
     if status & STATUS_OBF and not status & STATUS_AUXB:
-        keytable.handle_scancode(m, m.ports.read(KBD_DATA, 1))
-    m.ports.write(PIC1_COMMAND, 1, EOI)
+        keytable.handle_scancode(m, m.ports.host_read(KBD_DATA, 1))
+    m.ports.host_write(PIC1_COMMAND, 1, EOI)
 
 
 def _read(ctx, enhanced: bool):

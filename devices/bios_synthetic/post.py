@@ -15,26 +15,26 @@ def _program_pics(m) -> None:
     # The same ICW sequence the emulated BIOS sends, written through the device model.
     for cmd, data, base, icw3 in ((0x20, 0x21, PIC_MASTER_BASE, 0x04),
                                   (0xA0, 0xA1, PIC_SLAVE_BASE, 0x02)):
-        m.ports.write(cmd, 1, 0x11)       # ICW1: edge, cascade, ICW4 needed
-        m.ports.write(data, 1, base)      # ICW2: vector base
-        m.ports.write(data, 1, icw3)      # ICW3: cascade wiring on IR2
-        m.ports.write(data, 1, 0x01)      # ICW4: 8086 mode, normal EOI
-    m.ports.write(0x21, 1, 0xF8)          # unmask IRQ 0 (timer), 1 (keyboard), 2 (cascade)
-    m.ports.write(0xA1, 1, 0xFF)
+        m.ports.host_write(cmd, 1, 0x11)       # ICW1: edge, cascade, ICW4 needed
+        m.ports.host_write(data, 1, base)      # ICW2: vector base
+        m.ports.host_write(data, 1, icw3)      # ICW3: cascade wiring on IR2
+        m.ports.host_write(data, 1, 0x01)      # ICW4: 8086 mode, normal EOI
+    m.ports.host_write(0x21, 1, 0xF8)          # unmask IRQ 0 (timer), 1 (keyboard), 2 (cascade)
+    m.ports.host_write(0xA1, 1, 0xFF)
 
 
 def _program_pit(m) -> None:
-    m.ports.write(0x43, 1, 0x36)          # channel 0, lobyte/hibyte, mode 3
-    m.ports.write(0x40, 1, 0x00)          # count 0 = 65536: 18.2 Hz
-    m.ports.write(0x40, 1, 0x00)
+    m.ports.host_write(0x43, 1, 0x36)          # channel 0, lobyte/hibyte, mode 3
+    m.ports.host_write(0x40, 1, 0x00)          # count 0 = 65536: 18.2 Hz
+    m.ports.host_write(0x40, 1, 0x00)
 
 
 def _init_keyboard(m) -> None:
     # Command byte with IRQ 1 off, then on: a scancode that arrived before the
     # PIC was programmed raises a fresh edge instead of sitting unseen.
     for value in (0x44, 0x45):            # system flag, set-1 translation (+ IRQ 1 on)
-        m.ports.write(0x64, 1, 0x60)      # write command byte
-        m.ports.write(0x60, 1, value)
+        m.ports.host_write(0x64, 1, 0x60)      # write command byte
+        m.ports.host_write(0x60, 1, value)
 
 
 CMOS_SHUTDOWN = 0x0F             # why the CPU was reset (AT BIOS convention)
@@ -86,8 +86,8 @@ def _resume_after_shutdown(ctx: HypercallContext) -> bool:
     system.cmos_write(m, CMOS_SHUTDOWN, 0)
     if reason == SHUTDOWN_EOI_JUMP:
         _program_pics(m)
-        m.ports.write(0xA0, 1, 0x20)
-        m.ports.write(0x20, 1, 0x20)
+        m.ports.host_write(0xA0, 1, 0x20)
+        m.ports.host_write(0x20, 1, 0x20)
     off, seg = m.mem.u16(RESUME_VECTOR), m.mem.u16(RESUME_VECTOR + 2)
     regs.cs = seg
     regs.eip = off
@@ -162,7 +162,7 @@ def default_vector(ctx: HypercallContext) -> None:
     vector = ctx.number - HC_VECTOR
     m = ctx.machine
     if 0x70 <= vector <= 0x77:
-        m.ports.write(0xA0, 1, 0x20)
-        m.ports.write(0x20, 1, 0x20)
+        m.ports.host_write(0xA0, 1, 0x20)
+        m.ports.host_write(0x20, 1, 0x20)
     elif 0x08 <= vector <= 0x0F:
-        m.ports.write(0x20, 1, 0x20)
+        m.ports.host_write(0x20, 1, 0x20)

@@ -34,13 +34,13 @@ SIXTEEN_MB = 16 << 20
 # --------------------------------------------------------------- CMOS through its ports
 
 def cmos_read(m, reg: int) -> int:
-    m.ports.write(CMOS_INDEX, 1, reg)
-    return m.ports.read(CMOS_DATA, 1) & 0xFF
+    m.ports.host_write(CMOS_INDEX, 1, reg)
+    return m.ports.host_read(CMOS_DATA, 1) & 0xFF
 
 
 def cmos_write(m, reg: int, value: int) -> None:
-    m.ports.write(CMOS_INDEX, 1, reg)
-    m.ports.write(CMOS_DATA, 1, value & 0xFF)
+    m.ports.host_write(CMOS_INDEX, 1, reg)
+    m.ports.host_write(CMOS_DATA, 1, value & 0xFF)
 
 
 def _wait_rtc_update(m) -> bool:
@@ -80,7 +80,7 @@ def irq0(ctx: HypercallContext) -> None:
         mem.put8(DISKETTE_MOTOR_COUNT, motor - 1)
         if motor == 1:
             mem.put8(B.DISKETTE_MOTOR, mem.u8(B.DISKETTE_MOTOR) & 0xF0)
-    ctx.machine.ports.write(PIC1_COMMAND, 1, EOI)
+    ctx.machine.ports.host_write(PIC1_COMMAND, 1, EOI)
 
 
 RTC_C = 0x0C
@@ -91,8 +91,8 @@ def irq8(ctx: HypercallContext) -> None:
     """INT 70h: acknowledge the RTC by reading register C (it holds IRQ 8 until read)."""
     m = ctx.machine
     cmos_read(m, RTC_C)
-    m.ports.write(PIC2_COMMAND, 1, EOI)
-    m.ports.write(PIC1_COMMAND, 1, EOI)
+    m.ports.host_write(PIC2_COMMAND, 1, EOI)
+    m.ports.host_write(PIC1_COMMAND, 1, EOI)
 
 
 def int11(ctx):
@@ -204,8 +204,8 @@ def set_a20(m, enabled: bool) -> None:
     """Both gates (8042 output port and port 92h) to the same state, then the CPU."""
     out = m.kbd.output_port
     m.kbd.output_port = (out | PORT92_A20) if enabled else (out & ~PORT92_A20 & 0xFF)
-    p92 = m.ports.read(PORT92, 1) & ~0x01              # never pulse the fast reset
-    m.ports.write(PORT92, 1, (p92 | PORT92_A20) if enabled else (p92 & ~PORT92_A20))
+    p92 = m.ports.host_read(PORT92, 1) & ~0x01              # never pulse the fast reset
+    m.ports.host_write(PORT92, 1, (p92 | PORT92_A20) if enabled else (p92 & ~PORT92_A20))
     m._set_a20(enabled)
 
 
