@@ -88,4 +88,44 @@ class Device:
         """Return every register to its power-on value."""
 
 
+class SharedStateDevice(Device):
+    """A device some of whose registers the C fast path may serve (``bind_fast``).
+
+    C then moves part of the device's state on its own (a data cursor, a read
+    flip-flop), so before the Python model acts on any access it takes that state
+    back (``_pull``), and afterwards hands the new state to C (``_push``).
+    Subclasses implement ``_read``/``_write``; unbound, the wrappers cost nothing.
+    """
+
+    _bound = False
+
+    def read(self, offset: int, size: int) -> int:
+        if not self._bound:
+            return self._read(offset, size)
+        self._pull()
+        value = self._read(offset, size)
+        self._push()
+        return value
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        if not self._bound:
+            self._write(offset, size, value)
+            return
+        self._pull()
+        self._write(offset, size, value)
+        self._push()
+
+    def _read(self, offset: int, size: int) -> int:
+        return (1 << (8 * size)) - 1
+
+    def _write(self, offset: int, size: int, value: int) -> None:
+        pass
+
+    def _pull(self) -> None:
+        """Take back the state C changed."""
+
+    def _push(self) -> None:
+        """Hand C the state it may act on."""
+
+
 Sink = Callable[[bytes], None]

@@ -31,7 +31,7 @@ from __future__ import annotations
 import struct
 from enum import IntEnum, IntFlag
 
-from devices.base import Device, IrqLine, NullIrq, PortRange
+from devices.base import Device, IrqLine, NullIrq, PortRange, SharedStateDevice
 from devices import disk_store
 from devices.disk_store import OUT_OF_RANGE, SECTOR, Disk, DiskError
 
@@ -214,7 +214,7 @@ class _Unit:
         self.writing = False
 
 
-class IdeChannel(Device):
+class IdeChannel(SharedStateDevice):
     """One ATA channel. ``drives`` is (master, slave), each a Disk or None."""
 
     name = "ide0"
@@ -238,14 +238,14 @@ class IdeChannel(Device):
     # ---- board interface ----------------------------------------------------------
     def reset(self) -> None:
         """Power-on / hardware reset: both drives back to defaults, device 0 selected."""
-        if self._win is not None:
+        if self._bound:
             self._pull()
         for u in self._units:
             u.power_on()
         self.control = 0
         self._cur = self._units[0]
         self._update_irq()
-        if self._win is not None:
+        if self._bound:
             self._push()
 
     def stats(self) -> dict[str, int]:
@@ -263,6 +263,7 @@ class IdeChannel(Device):
             u.buf, u.words, u.cptr = cbuf, cbuf.cast("H"), fast.pointer(cbuf)
         self._win = fast.window([port_of(0)], sizes=(2, 4), on_done=self._window_done)
         self._win_unit = None
+        self._bound = True
         self._push()
 
     def _pull(self) -> None:
@@ -293,23 +294,7 @@ class IdeChannel(Device):
                 self._data_out_done(u)
         self._push()
 
-    # ---- register access ----------------------------------------------------------
-    def read(self, offset: int, size: int) -> int:
-        if self._win is None:
-            return self._read(offset, size)
-        self._pull()
-        value = self._read(offset, size)
-        self._push()
-        return value
-
-    def write(self, offset: int, size: int, value: int) -> None:
-        if self._win is None:
-            self._write(offset, size, value)
-            return
-        self._pull()
-        self._write(offset, size, value)
-        self._push()
-
+    # ---- register access (SharedStateDevice.read/write wrap these) ------------------
     def _read(self, offset: int, size: int) -> int:
         if offset == 0:
             # The data port is the hot path (rep insw: one exit per word).

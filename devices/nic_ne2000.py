@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from enum import IntFlag
 
-from devices.base import Device, NullIrq, PortRange
+from devices.base import Device, NullIrq, PortRange, SharedStateDevice
 
 # ---- board (NE2000 ASIC) ----------------------------------------------------
 
@@ -204,7 +204,7 @@ def mar_hash_index(dest: bytes) -> int:
     return ether_crc(dest[:ADDR_LEN]) >> 26
 
 
-class Ne2000(Device):
+class Ne2000(SharedStateDevice):
     name = "ne2000"
     ports = (PortRange(0x300, PORT_SPAN),)
     irq = 9
@@ -231,10 +231,10 @@ class Ne2000(Device):
 
     def reset(self) -> None:
         """Power-on: RAM cleared, PROM loaded, every register at its reset value."""
-        if self._win is not None:
+        if self._bound:
             self._pull()
         self._reset()
-        if self._win is not None:
+        if self._bound:
             self._push()
 
     def _reset(self) -> None:
@@ -289,6 +289,7 @@ class Ne2000(Device):
         self._mem, self._cmem = cmem, fast.pointer(cmem)
         self._win = fast.window([port_of(DATA_PORT)], sizes=(2, 4), on_done=self._window_done)
         self._win_at = None
+        self._bound = True
         self._push()
 
     def _pull(self) -> None:
@@ -328,23 +329,7 @@ class Ne2000(Device):
         self._pull()
         self._push()
 
-    # ---- port I/O ------------------------------------------------------------
-
-    def read(self, offset: int, size: int) -> int:
-        if self._win is None:
-            return self._read(offset, size)
-        self._pull()
-        value = self._read(offset, size)
-        self._push()
-        return value
-
-    def write(self, offset: int, size: int, value: int) -> None:
-        if self._win is None:
-            self._write(offset, size, value)
-            return
-        self._pull()
-        self._write(offset, size, value)
-        self._push()
+    # ---- port I/O (SharedStateDevice.read/write wrap these) -------------------
 
     def _read(self, offset: int, size: int) -> int:
         if offset == DATA_PORT:

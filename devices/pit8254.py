@@ -21,7 +21,7 @@ from port 0x61 (offset 0x21 here), which also shows OUT2 and the refresh toggle.
 """
 from __future__ import annotations
 
-from devices.base import Device, IrqLine, NullIrq, PortRange
+from devices.base import Device, IrqLine, NullIrq, PortRange, SharedStateDevice
 from hv.clock import NS_PER_S, Clock, Timer
 
 PIT_HZ = 1_193_182          # the PC's 14.31818 MHz crystal / 12
@@ -331,7 +331,7 @@ class Counter:
             self.frozen = None
 
 
-class Pit8254(Device):
+class Pit8254(SharedStateDevice):
     name = "pit"
     ports = (PortRange(0x40, 4, 0), PortRange(0x61, 1, PORT_B))
     irq = 0
@@ -378,12 +378,11 @@ class Pit8254(Device):
             self.lost_ticks += max(0, (t - c.load) // c.n - (base - c.load) // c.n)
         self.irq_count += 1
         self.irq0.pulse()
-        if self._fast_chans is not None:
+        if self._bound:
             self._pull()
-            self._rearm()
+        self._rearm()
+        if self._bound:
             self._push()
-        else:
-            self._rearm()
 
     # ---- the C fast path -----------------------------------------------------
 
@@ -394,6 +393,7 @@ class Pit8254(Device):
         pending (programs polling the count, seeding random numbers); the
         channel's read flip-flop is shared with C while it does."""
         self._fast_chans = [fast.pit_channel(port_of(i), i, self.clock) for i in range(3)]
+        self._bound = True
         self._push()
 
     def _pull(self) -> None:
@@ -417,23 +417,16 @@ class Pit8254(Device):
 
     # ---- ports ---------------------------------------------------------------
 
-    def read(self, offset: int, size: int) -> int:
-        if self._fast_chans is not None:
-            self._pull()
+    # (SharedStateDevice.read/write wrap these)
+    def _read(self, offset: int, size: int) -> int:
         value = 0
         for i in range(max(1, min(size, 4))):
             value |= self._read_byte(offset + i) << (8 * i)
-        if self._fast_chans is not None:
-            self._push()
         return value
 
-    def write(self, offset: int, size: int, value: int) -> None:
-        if self._fast_chans is not None:
-            self._pull()
+    def _write(self, offset: int, size: int, value: int) -> None:
         for i in range(max(1, min(size, 4))):
             self._write_byte(offset + i, value >> (8 * i) & 0xFF)
-        if self._fast_chans is not None:
-            self._push()
 
     def _read_byte(self, offset: int) -> int:
         t = self._now_tick()

@@ -1,0 +1,682 @@
+"""The benchmark matrix's measurements, one function per figure set, each returning a dict.
+
+Every function runs real machines and times the guest's own work between POST codes
+(port 0x80) it writes itself, so machine construction, boot and driver set-up are
+outside the timed span unless the figure is about them (``boot``, ``machines``).
+``bench/report.py`` (``hv bench``) runs them side by side and writes the report;
+``bench/test_matrix.py`` runs the same functions under pytest-benchmark;
+``bench/test_devices.py`` and ``bench/test_cpu.py`` build on the helpers here.
+
+    exit_cost(dispatch, n)                 ns per port I/O and MMIO exit
+    disk(device, op, size, dispatch)       sequential MB/s and exits per MiB
+    net(device, size, dispatch, frames)    packets/s and exits per packet
+    boot(kind)                             reset to the first guest instruction
+    cpu(kernel, dispatch, iterations)      hv against bare Unicorn on the same code
+    machines(n)                            n machines in one process: time and memory
+"""
+from __future__ import annotations
+
+import functools
+import gc
+import os
+import struct
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from unicorn import UC_ARCH_X86, UC_MODE_32, Uc
+from unicorn import x86_const as X
+
+from bench.guests import (CHECKSUM_BODY, CRC_ITERATIONS, FIRST_INSTRUCTION, KERNELS,
+                          LOOP_ITERATIONS, POST_READ_DONE, POST_START, POST_WRITE_DONE,
+                          ne2000_transmit)
+from hv.machine import DriveSpec, Machine, MachineConfig
+from tests.asm import assemble
+
+KiB, MiB = 1 << 10, 1 << 20
+PAGE = 4096
+TIMEOUT = 600
+PARAMS_MAGIC = b"HVBENCH\0"          # the benchmark guests' patchable parameter block
+BLK_READ, BLK_WRITE, BLK_CHECK = 1, 2, 4   # blkbench ops bits
+
+
+def _tmp(tmp: Path | None) -> Path:
+    return Path(tmp) if tmp is not None else Path(tempfile.mkdtemp(prefix="hv-bench-"))
+
+
+def dispatch_kind(m: Machine) -> str:
+    return m.vcpu.fast.kind
+
+
+# ---- one run, marked by the guest's POST codes ------------------------------------------
+
+@dataclass
+class Mark:
+    t: float
+    exits: Counter
+    virtio: tuple[int, int, int] | None     # doorbells, chains, interrupts
+
+
+@dataclass
+class Run:
+    machine: Machine
+    marks: dict[int, Mark]
+    serial: str
+
+    def between(self, a: int, b: int) -> tuple[float, Counter, tuple[int, int, int] | None]:
+        if a not in self.marks or b not in self.marks:
+            raise AssertionError(f"POST codes seen: {sorted(self.marks)}; serial: {self.serial!r}")
+        ma, mb = self.marks[a], self.marks[b]
+        exits = mb.exits - ma.exits
+        vio = None if ma.virtio is None else tuple(y - x for x, y in zip(ma.virtio, mb.virtio))
+        return mb.t - ma.t, exits, vio
+
+
+def marked_run(config: MachineConfig, virtio: str | None = None) -> Run:
+    """Run a machine to its end, noting time, exits and the virtio device's counters at
+    the first write of each POST code. The hook replaces the POST device's ``write`` on
+    the instance, which both dispatchers call (the C one through ``hv_py_out``)."""
+    m = Machine(config)
+    marks: dict[int, Mark] = {}
+    transport = m.virtio[virtio] if virtio else None
+    post_write = m.post.write
+
+    def mark(offset, size, value):
+        code = value & 0xFF
+        if code not in marks:
+            t = time.perf_counter()
+            vs = transport.stats if transport is not None else None
+            marks[code] = Mark(t, m.stats.counts,
+                               (vs.doorbells, vs.chains, vs.interrupts) if vs else None)
+        post_write(offset, size, value)
+    m.post.write = mark
+    try:
+        result = m.run()
+    finally:
+        m.close()
+    serial = m.serial_log.decode("latin-1")
+    assert result.exit_code == 0, f"{result.reason}; serial: {serial!r}"
+    return Run(m, marks, serial)
+
+
+def exit_kinds(exits: Counter) -> str:
+    by_kind = Counter()
+    for (kind, _who), n in exits.items():
+        by_kind[kind] += n
+    return " ".join(f"{k}={v}" for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1]))
+
+
+def best(runs: list[dict], key: str = "seconds") -> dict:
+    """The fastest of repeated runs (the least disturbed by the rest of the machine)."""
+    return min(runs, key=lambda f: f[key])
+
+
+# ---- exit cost ------------------------------------------------------------------------------
+
+UNROLL = 16                  # accesses per loop iteration: the loop's own cost shrinks
+PIO_PORT = 0x21              # master PIC IMR: a C shadow register under C dispatch
+MMIO_EMPTY_SEG = 0xD280      # 0xD2800: the console's slot page past its 0x200-byte window
+MMIO_DEVICE_SEG = 0xD200     # 0xD2000: virtio-console MagicValue, a Python device model
+EXIT_CASES = {               # POST code ending the loop -> (name, the access)
+    2: ("nop", "nop"),
+    3: ("pio", f"in ${PIO_PORT:#x}, %al"),
+    4: ("mmio", "movl %es:0, %eax"),
+    5: ("mmio_device", "movl %fs:0, %eax"),
+}
+
+
+def exit_cost_guest(n: int) -> bytes:
+    """Four loops of ``n`` accesses each (``UNROLL`` per iteration), interrupts off,
+    POST code 1 before the first and 2..5 after each: `nop` (the baseline), `in al, 0x21`,
+    a 32-bit read of 0xD2800 (nothing there) and of 0xD2000 (virtio MagicValue)."""
+    iters = max(1, n // UNROLL)
+    loops = "".join(f"""
+        mov ${iters}, %ecx
+1:
+""" + (access + "\n") * UNROLL + f"""
+        dec %ecx
+        jnz 1b
+        mov ${code}, %al
+        out %al, $0x80
+""" for code, (_name, access) in EXIT_CASES.items())
+    return assemble(f"""
+        cli
+        xor %ax, %ax
+        mov %ax, %ds
+        mov ${MMIO_EMPTY_SEG:#x}, %ax
+        mov %ax, %es
+        mov ${MMIO_DEVICE_SEG:#x}, %ax
+        mov %ax, %fs
+        mov $1, %al
+        out %al, $0x80
+{loops}
+        hlt
+""")
+
+
+def exit_cost(dispatch: str, n: int = 1_000_000, repeats: int = 3, tmp: Path | None = None) -> dict:
+    """ns per exit: (loop of n accesses - the same loop of `nop`s) / n, min over repeats.
+    Also the exits counted per access in the timed loop (1.0 when each access exits once)."""
+    img = _tmp(tmp) / f"exitcost-{n}.img"
+    img.write_bytes(exit_cost_guest(n))
+    n = max(1, n // UNROLL) * UNROLL
+    per: dict[str, list[float]] = {name: [] for _c, (name, _a) in EXIT_CASES.items()}
+    exits: dict[str, float] = {}
+    kind = None
+    for _ in range(repeats):
+        run = marked_run(MachineConfig(fda=DriveSpec(str(img)), dispatch=dispatch, timeout=TIMEOUT))
+        kind = dispatch_kind(run.machine)
+        for code, (name, _access) in EXIT_CASES.items():
+            seconds, ex, _ = run.between(code - 1, code)
+            per[name].append(seconds / n * 1e9)
+            # the loop's own exits: the accesses' kinds, not the timer or the POST write
+            exits[name] = sum(v for (k, w), v in ex.items() if k in ("pio", "mmio", "unassigned")
+                              and w != "post") / n
+    nop = min(per["nop"])
+    f = {"dispatch": kind, "accesses": n, "loop_ns_nop": round(nop, 2)}
+    for name in ("pio", "mmio", "mmio_device"):
+        f[f"exit_ns_{name}"] = round(max(0.0, min(per[name]) - nop), 2)
+        f[f"exits_per_access_{name}"] = round(exits[name], 3)
+    return f
+
+
+# ---- guest images built from guests/src ------------------------------------------------------
+
+@functools.cache
+def built_dir() -> Path:
+    """blkbench and netbench built fresh from guests/src (as guests/build.py does)."""
+    from guests.build import TARGETS, build_target
+    out = Path(tempfile.mkdtemp(prefix="hv-bench-guests-"))
+    for target in TARGETS:
+        if target.name in ("blkbench", "netbench"):
+            build_target(target, out)
+    return out
+
+
+def patched_image(name: str, dest: Path, *values: int) -> Path:
+    """A copy of guest ``name`` with the u32s after its "HVBENCH\\0" block set to ``values``."""
+    data = bytearray((built_dir() / f"{name}.img").read_bytes())
+    at = data.find(PARAMS_MAGIC)
+    if at < 0 or data.find(PARAMS_MAGIC, at + 1) >= 0:
+        raise RuntimeError(f"{name}: no single {PARAMS_MAGIC!r} parameter block")
+    struct.pack_into(f"<{len(values)}I", data, at + len(PARAMS_MAGIC), *values)
+    dest.write_bytes(data)
+    return dest
+
+
+def tagged_disk(path: Path, size: int) -> Path:
+    """``size`` bytes whose every sector starts with its LBA (le32): what blkbench checks."""
+    data = bytearray(size)
+    for lba in range(size // 512):
+        struct.pack_into("<I", data, lba * 512, lba)
+    path.write_bytes(data)
+    return path
+
+
+# ---- disk ------------------------------------------------------------------------------------
+
+def _ata_pass(size: int, write: bool) -> str:
+    """One pass over the first ``size`` bytes of the primary master: READ/WRITE SECTORS
+    commands of up to 256 sectors (128 KiB), one `rep insw`/`rep outsw` per sector, to/from
+    the 512 bytes at 1000:0000 (bench/guests.py:_ata_pass, for sizes below 1 MiB too)."""
+    sectors = size // 512
+    per = min(256, sectors)
+    if sectors % per:
+        raise ValueError(f"{size} bytes is not a whole number of {per}-sector commands")
+    command = 0x30 if write else 0x20
+    transfer = ("xor %si, %si; push %ds; push %es; pop %ds; rep outsw; pop %ds" if write
+                else "xor %di, %di; rep insw")
+    return f"""
+        xor %ebx, %ebx                  # LBA
+        mov ${sectors // per}, %bp      # commands
+1:      mov $0x1F7, %dx
+4:      in %dx, %al                     # the previous command has finished (BSY clear)
+        test $0x80, %al
+        jnz 4b
+        mov $0x1F2, %dx
+        mov ${per & 0xFF}, %al          # sector count (0 = 256)
+        out %al, %dx
+        mov %ebx, %eax
+        inc %dx                         # 0x1F3 LBA low
+        out %al, %dx
+        shr $8, %eax
+        inc %dx
+        out %al, %dx
+        shr $8, %eax
+        inc %dx
+        out %al, %dx
+        shr $8, %eax
+        and $0x0F, %al
+        or $0xE0, %al                   # LBA, master
+        inc %dx
+        out %al, %dx
+        mov ${command:#x}, %al
+        inc %dx                         # 0x1F7 command
+        out %al, %dx
+        mov ${per}, %si
+        push %si
+2:      mov $0x1F7, %dx
+3:      in %dx, %al
+        test $0x80, %al                 # BSY
+        jnz 3b
+        test $0x08, %al                 # DRQ
+        jz 3b
+        mov $0x1F0, %dx
+        mov $256, %cx
+        {transfer}
+        pop %si
+        dec %si
+        push %si
+        jnz 2b
+        pop %si
+        add ${per}, %ebx
+        dec %bp
+        jnz 1b
+"""
+
+
+def ata_sequential(size: int, write: bool) -> bytes:
+    """Read (or write and FLUSH CACHE) ``size`` bytes; POST 0x01 before, 0x02 after the
+    reads, 0x03 after the writes, as blkbench (a read run times 1..2, a write run 2..3)."""
+    read_pass = "" if write else _ata_pass(size, write=False)
+    write_pass = (_ata_pass(size, write=True) + """
+        mov $0x1F7, %dx
+        mov $0xE7, %al                  # FLUSH CACHE
+        out %al, %dx
+5:      in %dx, %al
+        test $0x80, %al
+        jnz 5b
+""") if write else ""
+    return assemble(f"""
+        xor %ax, %ax
+        mov %ax, %ds
+        mov $0x1000, %ax
+        mov %ax, %es
+        mov ${POST_START}, %al
+        out %al, $0x80
+{read_pass}
+        mov ${POST_READ_DONE}, %al
+        out %al, $0x80
+{write_pass}
+        mov ${POST_WRITE_DONE}, %al
+        out %al, $0x80
+        cli
+        hlt
+""")
+
+
+def virtio_figures(vio: tuple[int, int, int], exits: Counter, total: int, what: str) -> dict:
+    """Doorbells, chains per doorbell, and exits per batch (a batch = one doorbell)."""
+    doorbells, chains, interrupts = vio
+    per = (lambda n: round(n / doorbells, 2)) if doorbells else (lambda n: None)
+    # The C dispatch records QueueNotify without Python (counted as mmio) and stops the
+    # engine so the host loop runs the device (counted as timer): the stop is the return
+    # to the host loop, the one that costs.
+    stops = sum(n for (kind, _), n in exits.items() if kind != "mmio")
+    return {
+        "doorbells": doorbells,
+        what: chains,                              # a disk write run's include the FLUSH
+        f"{what}_per_doorbell": per(chains),
+        "exits_per_batch": per(total),
+        "host_loop_returns_per_batch": per(stops),
+        "interrupts": interrupts,
+    }
+
+
+def disk_files(device: str, op: str, size: int, tmp: Path) -> tuple[Path, Path]:
+    """(boot floppy, disk) for one disk run; a fresh tagged disk every time."""
+    disk = tagged_disk(tmp / f"disk-{device}-{op}-{size}.img", size)
+    if device == "ide":
+        boot = tmp / f"ata-{op}-{size}.img"
+        boot.write_bytes(ata_sequential(size, write=(op == "write")))
+    else:
+        ops = BLK_READ | BLK_CHECK if op == "read" else BLK_WRITE
+        boot = patched_image("blkbench", tmp / f"blkbench-{op}.img", ops)
+    return boot, disk
+
+
+def disk_once(device: str, op: str, size: int, boot: Path, disk: Path,
+              dispatch: str = "auto") -> dict:
+    """One machine run; the figures of the timed phase."""
+    if device == "ide":
+        run = marked_run(MachineConfig(fda=DriveSpec(str(boot)), hda=DriveSpec(str(disk)),
+                                       dispatch=dispatch, timeout=TIMEOUT))
+    else:
+        run = marked_run(MachineConfig(fda=DriveSpec(str(boot)), vda=DriveSpec(str(disk)),
+                                       dispatch=dispatch, timeout=TIMEOUT), virtio="blk")
+        assert run.serial.rstrip().endswith(", ok"), run.serial
+        blk = run.machine.virtio["blk"].device
+        assert (blk.bytes_read if op == "read" else blk.bytes_written) == size
+    a, b = (POST_START, POST_READ_DONE) if op == "read" else (POST_READ_DONE, POST_WRITE_DONE)
+    seconds, exits, vio = run.between(a, b)
+    total = sum(exits.values())
+    f = {
+        "seconds": seconds,
+        "bytes": size,
+        "mb_per_s": round(size / seconds / 1e6, 3),
+        "exits": total,
+        "exits_per_mib": round(total / (size / MiB), 2),
+        "exit_kinds": exit_kinds(exits),
+        "dispatch": dispatch_kind(run.machine),
+    }
+    if vio is not None:
+        f.update(virtio_figures(vio, exits, total, "requests"))
+    else:
+        f["commands"] = -(-size // (128 * KiB)) + (op == "write")    # + FLUSH CACHE
+    return f
+
+
+def disk(device: str, op: str, size: int, dispatch: str = "c", repeats: int = 3,
+         tmp: Path | None = None) -> dict:
+    """Sequential read or write of ``size`` bytes on ide (ATA PIO) or virtio (virtio-blk),
+    the fastest of ``repeats`` runs (each on a fresh disk)."""
+    tmp = _tmp(tmp)
+    if device == "virtio":
+        built_dir()
+    runs = [disk_once(device, op, size, *disk_files(device, op, size, tmp), dispatch=dispatch)
+            for _ in range(repeats)]
+    return best(runs)
+
+
+# ---- network ---------------------------------------------------------------------------------
+
+def net_files(device: str, size: int, frames: int, tmp: Path) -> Path:
+    if device == "ne2000":
+        boot = tmp / f"ne2000-{frames}-{size}.img"
+        boot.write_bytes(ne2000_transmit(frames, size))
+        return boot
+    return patched_image("netbench", tmp / f"netbench-{frames}-{size}.img", frames, size)
+
+
+def net_once(device: str, size: int, frames: int, boot: Path, dispatch: str = "auto") -> dict:
+    switch = f"switch:bench-{uuid.uuid4().hex[:12]}"       # this machine's port alone on it
+    if device == "ne2000":
+        run = marked_run(MachineConfig(fda=DriveSpec(str(boot)), net=switch, dispatch=dispatch,
+                                       timeout=TIMEOUT))
+        sent = run.machine.netport.tx_frames
+    else:
+        run = marked_run(MachineConfig(fda=DriveSpec(str(boot)), virtio_net=switch,
+                                       dispatch=dispatch, timeout=TIMEOUT), virtio="net")
+        assert run.serial.rstrip().endswith(", ok"), run.serial
+        sent = run.machine.vnet.counters.tx_frames
+    assert sent == frames, (sent, frames)
+    seconds, exits, vio = run.between(POST_START, POST_READ_DONE)
+    total = sum(exits.values())
+    f = {
+        "seconds": seconds,
+        "frames": frames,
+        "packets_per_s": round(frames / seconds),
+        "mb_per_s": round(frames * size / seconds / 1e6, 3),
+        "exits": total,
+        "exits_per_packet": round(total / frames, 3),
+        "exit_kinds": exit_kinds(exits),
+        "dispatch": dispatch_kind(run.machine),
+    }
+    if vio is not None:
+        f.update(virtio_figures(vio, exits, total, "frames_sent"))
+    return f
+
+
+def net(device: str, size: int, dispatch: str = "c", frames: int = 2000, repeats: int = 3,
+        tmp: Path | None = None) -> dict:
+    """Transmit ``frames`` frames of ``size`` bytes on ne2000 or virtio (virtio-net), on a
+    switch port nobody else is on; the fastest of ``repeats`` runs."""
+    tmp = _tmp(tmp)
+    if device == "virtio":
+        built_dir()
+    boot = net_files(device, size, frames, tmp)
+    return best([net_once(device, size, frames, boot, dispatch) for _ in range(repeats)])
+
+
+# ---- boot ------------------------------------------------------------------------------------
+
+KERNEL_FIRST_INSTRUCTION = b"\xf4"     # hlt, entered at 0008:00100000 with interrupts off
+
+
+def boot(kind: str, repeats: int = 5, dispatch: str = "c", tmp: Path | None = None) -> dict:
+    """Reset to the first boot-sector instruction (emulated or synthetic BIOS, boot sector
+    `cli; hlt`) or the first kernel instruction (direct, kernel `hlt`): ``Machine.run()``
+    time and exits; the machine's construction is reported apart (``build_ms``)."""
+    tmp = _tmp(tmp)
+    if kind == "direct":
+        path = tmp / "kernel.bin"
+        path.write_bytes(KERNEL_FIRST_INSTRUCTION)
+        config = lambda: MachineConfig(kernel=str(path), dispatch=dispatch, timeout=30)
+        where = "0008:100001"
+    else:
+        path = tmp / "boot.img"
+        path.write_bytes(FIRST_INSTRUCTION)
+        config = lambda: MachineConfig(fda=DriveSpec(str(path)), bios=kind, dispatch=dispatch,
+                                       timeout=30)
+        where = "0000:7C02"
+    runs = []
+    for i in range(repeats + 1):                 # the first run warms caches; not counted
+        t0 = time.perf_counter()
+        m = Machine(config())
+        t1 = time.perf_counter()
+        r = m.run()
+        t2 = time.perf_counter()
+        m.close()
+        assert r.exit_code == 0 and where in r.reason, r.reason
+        if i:
+            stats = m.stats
+            runs.append({"seconds": t2 - t1, "build_ms": round((t1 - t0) * 1e3, 2),
+                         "exits": stats.total(), "pio_exits": stats.total("pio"),
+                         "hypercalls": stats.total("hypercall"), "softints": stats.total("softint"),
+                         "dispatch": dispatch_kind(m)})
+    f = best(runs)
+    f["ms"] = round(f["seconds"] * 1e3, 3)
+    return f
+
+
+# ---- CPU-bound guest against bare Unicorn ---------------------------------------------------
+
+def kernel_body(kernel: str, iterations: int | None = None) -> str:
+    """A kernel of bench/guests.py, optionally with another iteration count."""
+    if iterations is None:
+        return KERNELS[kernel]
+    if kernel == "checksum":
+        return CHECKSUM_BODY.replace(f"${CRC_ITERATIONS},", f"${iterations},", 1)
+    return KERNELS[kernel].replace(f"${LOOP_ITERATIONS * 8},", f"${iterations},", 1)
+
+
+def kernel_boot_sector(kernel: str, iterations: int | None = None) -> bytes:
+    """bench/guests.py:boot_sector with ``iterations``: sti, POST 0x01, the kernel, cli; hlt."""
+    return assemble("""
+        xor %ax, %ax
+        mov %ax, %ds
+        sti
+        mov $1, %al
+        out %al, $0x80
+""" + kernel_body(kernel, iterations) + """
+        cli
+        hlt
+""")
+
+
+def kernel_bare(kernel: str, iterations: int | None = None) -> bytes:
+    return assemble(kernel_body(kernel, iterations) + "\n hlt\n", boot_sector=False)
+
+
+def run_bare(code: bytes) -> float:
+    """Seconds bare Unicorn takes to run ``code`` at 0000:7C00 (real mode, no hooks)."""
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    uc.mem_map(0, 1 << 20)
+    uc.reg_write(X.UC_X86_REG_CR0, uc.reg_read(X.UC_X86_REG_CR0) & ~1)
+    for r in (X.UC_X86_REG_CS, X.UC_X86_REG_DS, X.UC_X86_REG_SS):
+        uc.reg_write(r, 0)
+    uc.mem_write(0x7C00, code)
+    t = time.perf_counter()
+    uc.emu_start(0x7C00, 1 << 48)
+    return time.perf_counter() - t
+
+
+def run_hv(img: Path, dispatch: str) -> tuple[float, Machine]:
+    """Time from the kernel's POST-code write to the end of the run (boot excluded)."""
+    m = Machine(MachineConfig(fda=DriveSpec(str(img)), dispatch=dispatch, timeout=TIMEOUT))
+    start = {}
+    post_write = m.post.write
+
+    def mark(offset, size, value):
+        start.setdefault("t", time.perf_counter())
+        post_write(offset, size, value)
+    m.post.write = mark
+    try:
+        r = m.run()
+    finally:
+        m.close()
+    assert r.exit_code == 0, r.reason
+    return time.perf_counter() - start["t"], m
+
+
+def cpu(kernel: str, dispatch: str = "c", iterations: int | None = None, repeats: int = 3,
+        tmp: Path | None = None) -> dict:
+    """The same kernel on bare Unicorn and under hv (timer running), alternating, best of
+    ``repeats`` each; ``ratio_vs_unicorn`` = bare time / hv time (1.0 = no overhead)."""
+    img = _tmp(tmp) / f"cpu-{kernel}.img"
+    img.write_bytes(kernel_boot_sector(kernel, iterations))
+    code = kernel_bare(kernel, iterations)
+    bare_t, hv_t, m = [], [], None
+    for _ in range(repeats):
+        bare_t.append(run_bare(code))
+        t, m = run_hv(img, dispatch)
+        hv_t.append(t)
+    b, h = min(bare_t), min(hv_t)
+    return {"bare_unicorn_s": round(b, 4), "hv_s": round(h, 4), "ratio_vs_unicorn": round(b / h, 3),
+            "iterations": iterations or (CRC_ITERATIONS if kernel == "checksum" else LOOP_ITERATIONS * 8),
+            "timer_irqs": m.stats.total("irq-inject"), "exits": m.stats.total(),
+            "dispatch": dispatch_kind(m)}
+
+
+# ---- many machines in one process ----------------------------------------------------------
+
+def rss_bytes() -> int:
+    """Resident set size of this process (/proc/self/statm, field 2, in pages)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def touched_pages(m: Machine) -> int:
+    """Guest RAM pages holding anything but zeros: the pages the guest (or firmware)
+    wrote. A lower bound of what guest RAM adds to RSS (a page written with zeros
+    is resident yet not counted; reading an untouched page maps the shared zero page,
+    which RSS does not count)."""
+    buf, zero, n = m.mem.buffer, bytes(PAGE), 0
+    for at in range(0, len(buf), PAGE):
+        if buf[at:at + PAGE] != zero:
+            n += 1
+    return n
+
+
+def machines(n: int, guest: str = "hello", dispatch: str = "c", warm_up: bool = True) -> dict:
+    """Build ``n`` machines, run each one's guest to its end, keep them all alive, then
+    measure: total time, RSS growth, and per-machine overhead besides guest RAM =
+    RSS growth / n - the guest RAM pages the guest touched (mean). With ``warm_up`` one
+    machine is built and run first, kept alive through the measurement and not counted,
+    so one-time costs (the engine's first allocations, imports) stay out of the figure."""
+    import guests
+    img = str(guests.image_path(guest))
+    warm = None
+    if warm_up:                          # load the engine and fill the allocator's caches
+        warm = Machine(MachineConfig(fda=DriveSpec(img, readonly=True), dispatch=dispatch,
+                                     timeout=60))
+        warm.run()
+    gc.collect()
+    rss0 = rss_bytes()
+    t0 = time.perf_counter()
+    alive: list[Machine] = []
+    error = None
+    try:
+        for _ in range(n):
+            m = Machine(MachineConfig(fda=DriveSpec(img, readonly=True), dispatch=dispatch,
+                                      timeout=60))
+            alive.append(m)
+            r = m.run()
+            if r.exit_code != 0:
+                raise RuntimeError(f"machine {len(alive)}: {r.reason}")
+    except Exception as e:              # threads, memory, files: report what limits it
+        error = f"{type(e).__name__}: {e}"
+    seconds = time.perf_counter() - t0
+    gc.collect()
+    growth = rss_bytes() - rss0
+    built = len(alive)
+    touched = sum(touched_pages(m) for m in alive) * PAGE / max(1, built)
+    threads = len(os.listdir("/proc/self/task"))
+    for m in alive + ([warm] if warm else []):
+        m.close()
+    per = growth / max(1, built)
+    f = {"machines": built, "asked": n, "seconds": round(seconds, 3),
+         "ms_per_machine": round(seconds / max(1, built) * 1e3, 2),
+         "rss_growth_mib": round(growth / MiB, 2),
+         "rss_per_machine_mib": round(per / MiB, 3),
+         "guest_touched_mib": round(touched / MiB, 3),
+         "overhead_mib": round((per - touched) / MiB, 3),
+         "guest_ram_mib": round(alive[0].mem.size / MiB, 1) if alive else None,
+         "threads": threads}
+    if error:
+        f["error"] = error
+    return f
+
+
+def python_heap_per_machine(k: int = 3, guest: str = "hello", dispatch: str = "c") -> float:
+    """MiB of Python objects one machine keeps (tracemalloc over ``k`` machines built and
+    run after a warm-up one): the share of the per-machine overhead that is Python's."""
+    import tracemalloc
+    import guests
+    img = str(guests.image_path(guest))
+    cfg = lambda: MachineConfig(fda=DriveSpec(img, readonly=True), dispatch=dispatch, timeout=60)
+    warm = Machine(cfg())
+    warm.run()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        alive = []
+        for _ in range(k):
+            alive.append(Machine(cfg()))
+            alive[-1].run()
+        gc.collect()
+        size = sum(s.size for s in tracemalloc.take_snapshot().statistics("filename"))
+    finally:
+        tracemalloc.stop()
+    for m in alive + [warm]:
+        m.close()
+    return round(size / k / MiB, 3)
+
+
+def machines_in_subprocess(n: int, guest: str = "hello", dispatch: str = "c",
+                           timeout: float = 600) -> dict:
+    """``machines(n)`` in a fresh Python process, so the RSS growth is these n machines'
+    alone (not memory that earlier benchmarks freed and the allocator hands out again)."""
+    import json
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(root)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    p = subprocess.run([sys.executable, "-m", "bench.matrix", "machines", str(n), guest, dispatch],
+                       capture_output=True, text=True, timeout=timeout, env=env, cwd=root)
+    if p.returncode != 0:
+        return {"machines": 0, "asked": n, "error": (p.stderr.strip().splitlines() or ["?"])[-1]
+                + f" (exit status {p.returncode})"}
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def _main(argv: list[str]) -> int:
+    import json
+    if argv[:1] == ["machines"]:
+        n, guest, dispatch = int(argv[1]), argv[2], argv[3]
+        f = machines(n, guest, dispatch)
+        if "error" not in f:
+            f["python_heap_mib_per_machine"] = python_heap_per_machine(3, guest, dispatch)
+        print(json.dumps(f))
+        return 0
+    print("usage: python -m bench.matrix machines N GUEST DISPATCH", flush=True)
+    return 2
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(_main(sys.argv[1:]))
