@@ -52,31 +52,37 @@ class Target:
     depends: tuple[str, ...] = field(default=())  # included files, for documentation
 
 
+# Every C guest's boot sector and base; the hardware tests add cguest.h to the base.
+_BOOT = ("boot_sector.inc", "realmode.h")
+_CGUEST = _BOOT + ("cguest.h",)
+_VIRTIO = _CGUEST + ("virtio.h",)
+
 TARGETS: tuple[Target, ...] = (
     Target("hello", ("hello.S",), depends=("macros.inc", "common.inc")),
     Target("timer", ("timer.S",), depends=("macros.inc", "common.inc")),
     Target("keyecho", ("keyecho.S",), depends=("macros.inc", "common.inc")),
-    Target("bioscheck", ("bioscheck_boot.S", "bioscheck.c"), linker_script="bioscheck.ld"),
+    Target("bioscheck", ("bioscheck_boot.S", "bioscheck.c"), linker_script="bioscheck.ld",
+           depends=_BOOT),
     # Hardware tests: C on a shared boot stage; they drive the devices by port I/O.
     Target("disktest", ("cguest_boot.S", "disktest.c"), linker_script="cguest.ld",
-           depends=("cguest.h",)),
+           depends=_CGUEST + ("disktest_common.h",)),
     Target("nettest", ("cguest_boot.S", "nettest.c"), linker_script="cguest.ld",
-           depends=("cguest.h", "ne2000.h")),
+           depends=_CGUEST + ("ne2000.h", "ipv4.h")),
     # nettest's peer on a virtual switch: plays its gateway 10.0.2.2 and pings it back.
     Target("netpeer", ("cguest_boot.S", "netpeer.c"), linker_script="cguest.ld",
-           depends=("cguest.h", "ne2000.h")),
+           depends=_CGUEST + ("ne2000.h", "ipv4.h")),
     # The same work on the synthetic virtio devices (virtio-mmio slots at 0xD0000).
     Target("disktest-virtio", ("cguest_boot.S", "virtio_irq.S", "disktest_virtio.c"),
-           linker_script="cguest.ld", depends=("cguest.h", "virtio.h")),
+           linker_script="cguest.ld", depends=_VIRTIO + ("disktest_common.h",)),
     Target("nettest-virtio", ("cguest_boot.S", "virtio_irq.S", "nettest_virtio.c"),
-           linker_script="cguest.ld", depends=("cguest.h", "virtio.h", "ipv4.h")),
+           linker_script="cguest.ld", depends=_VIRTIO + ("ipv4.h",)),
     Target("balloontest", ("cguest_boot.S", "virtio_irq.S", "balloontest.c"),
-           linker_script="cguest.ld", depends=("cguest.h", "virtio.h")),
+           linker_script="cguest.ld", depends=_VIRTIO),
     # Device benchmarks (bench/test_devices.py): virtio-blk and virtio-net throughput.
     Target("blkbench", ("cguest_boot.S", "virtio_irq.S", "blkbench.c"),
-           linker_script="cguest.ld", depends=("cguest.h", "virtio.h")),
+           linker_script="cguest.ld", depends=_VIRTIO),
     Target("netbench", ("cguest_boot.S", "virtio_irq.S", "netbench.c"),
-           linker_script="cguest.ld", depends=("cguest.h", "virtio.h")),
+           linker_script="cguest.ld", depends=_VIRTIO),
 )
 
 # Direct-boot kernels (``hv run --kernel``, hv/boot.py): 32-bit C and as, linked as an
@@ -116,20 +122,26 @@ def _run(cmd: list[str], cwd: Path) -> None:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout}{proc.stderr}")
 
 
+def _compile(sources: tuple[str, ...], cc: list[str], work: Path) -> list[str]:
+    """Each source to ``work/<stem>.o``: .c with ``cc``, anything else with ``as``."""
+    objects = []
+    for src in sources:
+        obj = work / (Path(src).stem + ".o")
+        path = SRC_DIR / src
+        if path.suffix == ".c":
+            _run(cc + ["-c", str(path), "-o", str(obj)], work)
+        else:
+            _run(AS + ["-o", str(obj), str(path)], work)
+        objects.append(str(obj))
+    return objects
+
+
 def build_target(target: Target, outdir: Path) -> Path:
     """Assemble/compile/link one target into ``outdir/<name>.img`` and check it."""
     outdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"guest-{target.name}-") as td:
         work = Path(td)
-        objects = []
-        for src in target.sources:
-            obj = work / (Path(src).stem + ".o")
-            path = SRC_DIR / src
-            if path.suffix == ".c":
-                _run(CC + ["-c", str(path), "-o", str(obj)], work)
-            else:
-                _run(AS + ["-o", str(obj), str(path)], work)
-            objects.append(str(obj))
+        objects = _compile(target.sources, CC, work)
         raw = work / f"{target.name}.bin"
         if target.linker_script:
             link = ["-T", str(SRC_DIR / target.linker_script)]
@@ -152,16 +164,7 @@ def build_kernel(target: KernelTarget, outdir: Path) -> list[Path]:
     elf, flat = outdir / f"{target.name}.elf", outdir / f"{target.name}.bin"
     with tempfile.TemporaryDirectory(prefix=f"kernel-{target.name}-") as td:
         work = Path(td)
-        objects = []
-        for src in target.sources:
-            obj = work / (Path(src).stem + ".o")
-            path = SRC_DIR / src
-            if path.suffix == ".c":
-                defines = [f"-D{d}" for d in target.defines]
-                _run(KCC + defines + ["-c", str(path), "-o", str(obj)], work)
-            else:
-                _run(AS + ["-o", str(obj), str(path)], work)
-            objects.append(str(obj))
+        objects = _compile(target.sources, KCC + [f"-D{d}" for d in target.defines], work)
         linked = work / "kernel.elf"
         # -s: no symbol table, so no build paths reach the image.
         _run(LD + ["-s", "-T", str(SRC_DIR / target.linker_script), "-o", str(linked)] + objects, work)

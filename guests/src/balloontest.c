@@ -102,14 +102,7 @@ static const char *scan_e820(u32 *usable_pages)
 
 static int step_reset(void)
 {
-    const char *err = 0;
-    if (!probe(&bal, VIRTIO_ID_BALLOON))
-        err = "no virtio-balloon device in the virtio-mmio slots";
-    else
-        err = virtio_reset(&bal);
-    result("reset", err);
-    endl();
-    return !err;
+    return virtio_step_reset(&bal, VIRTIO_ID_BALLOON, "no virtio-balloon device in the virtio-mmio slots");
 }
 
 static int step_init(void)
@@ -298,13 +291,7 @@ void guest_main(u32 boot_drive)
 {
     (void)boot_drive;
     serial_init();
-    int found = probe(&bal, VIRTIO_ID_BALLOON);
-    puts("balloontest: virtio-balloon");
-    if (found) {
-        puts(", ");
-        put_vdev(&bal);
-    }
-    endl();
+    int found = virtio_title(&bal, VIRTIO_ID_BALLOON, "balloontest: virtio-balloon");
     if (step_reset() && step_init() && step_e820()) {
         step_inflate();
         step_stats();

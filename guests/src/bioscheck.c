@@ -7,9 +7,8 @@
  * Every check verifies its own result (BDA, video memory, read-back buffers) and
  * prints nothing machine-specific, so the output is the same on any correct BIOS. */
 
-typedef unsigned char u8;
-typedef unsigned short u16;
-typedef unsigned int u32;
+#include "realmode.h"
+
 typedef unsigned long long u64;
 
 struct regs {
@@ -42,11 +41,6 @@ extern const char scratch_lba[]; /* linker symbol: its address is the LBA */
 #define CF(r) ((r).flags & FLAG_CF)
 #define ZF(r) ((r).flags & FLAG_ZF)
 
-/* Low memory (segment 0) is directly addressable. */
-#define B(a) (*(volatile u8 *)(a))
-#define W(a) (*(volatile u16 *)(a))
-#define D(a) (*(volatile u32 *)(a))
-
 /* BIOS data area fields used by the checks */
 #define BDA_EQUIPMENT   0x410
 #define BDA_MEMSIZE_KB  0x413
@@ -68,101 +62,7 @@ extern const char scratch_lba[]; /* linker symbol: its address is the LBA */
 #define COLS 80
 #define ROWS 25
 
-#define COM1 0x3f8
-#define LSR_THRE 0x20
-
-static inline void outb(u16 port, u8 v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port)); }
-static inline u8 inb(u16 port)
-{
-    u8 v;
-    __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
-    return v;
-}
-
-static inline u8 peekb(u16 seg, u16 off)
-{
-    u8 v;
-    __asm__ volatile("movw %w1, %%fs\n\tmovb %%fs:(%2), %0" : "=q"(v) : "r"(seg), "r"((u32)off) : "memory");
-    return v;
-}
-static inline void pokeb(u16 seg, u16 off, u8 v)
-{
-    __asm__ volatile("movw %w0, %%fs\n\tmovb %1, %%fs:(%2)" : : "r"(seg), "q"(v), "r"((u32)off) : "memory");
-}
-static inline u16 peekw(u16 seg, u16 off)
-{
-    u16 v;
-    __asm__ volatile("movw %w1, %%fs\n\tmovw %%fs:(%2), %0" : "=r"(v) : "r"(seg), "r"((u32)off) : "memory");
-    return v;
-}
-static inline void pokew(u16 seg, u16 off, u16 v)
-{
-    __asm__ volatile("movw %w0, %%fs\n\tmovw %1, %%fs:(%2)" : : "r"(seg), "r"(v), "r"((u32)off) : "memory");
-}
-
-/* gcc may emit calls to these even when freestanding. */
-void *memset(void *d, int c, unsigned n)
-{
-    u8 *p = d;
-    while (n--)
-        *p++ = (u8)c;
-    return d;
-}
-void *memcpy(void *d, const void *s, unsigned n)
-{
-    u8 *p = d;
-    const u8 *q = s;
-    while (n--)
-        *p++ = *q++;
-    return d;
-}
-int memcmp(const void *a, const void *b, unsigned n)
-{
-    const u8 *p = a, *q = b;
-    for (; n; n--, p++, q++)
-        if (*p != *q)
-            return *p - *q;
-    return 0;
-}
-
-/* ---- COM1 output ---------------------------------------------------------------- */
-
-static void serial_init(void)
-{
-    outb(COM1 + 1, 0x00);   /* IER: we poll */
-    outb(COM1 + 3, 0x80);   /* LCR: DLAB to reach the divisor latch */
-    outb(COM1 + 0, 0x01);   /* DLL: 115200 baud */
-    outb(COM1 + 1, 0x00);   /* DLM */
-    outb(COM1 + 3, 0x03);   /* LCR: 8N1 */
-    outb(COM1 + 2, 0x07);   /* FCR: FIFOs on and cleared */
-    outb(COM1 + 4, 0x03);   /* MCR: DTR | RTS */
-}
-
-static void putc(char c)
-{
-    /* bounded so a machine without a UART still finishes */
-    for (u16 i = 0; i < 0xffff && !(inb(COM1 + 5) & LSR_THRE); i++)
-        ;
-    outb(COM1, (u8)c);
-}
-
-static void puts(const char *s)
-{
-    while (*s)
-        putc(*s++);
-}
-
-static void putdec(u32 v)
-{
-    char buf[11];
-    int i = 0;
-    do {
-        buf[i++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (i)
-        putc(buf[--i]);
-}
+/* ---- COM1 output (the rest is realmode.h) ------------------------------------------------ */
 
 static void puthex(u32 v)
 {
@@ -174,12 +74,6 @@ static void puthex(u32 v)
             started = 1;
         }
     }
-}
-
-static void halt(void)
-{
-    for (;;)
-        __asm__ volatile("cli; hlt");
 }
 
 /* ---- results ---------------------------------------------------------------------- */

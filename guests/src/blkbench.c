@@ -18,15 +18,6 @@
 #include "cguest.h"
 #include "virtio.h"
 
-/* virtio-blk (§5.2) */
-#define VIRTIO_BLK_F_FLUSH    9
-#define VIRTIO_BLK_CFG_CAPACITY 0   /* le64, in 512-byte sectors */
-#define VIRTIO_BLK_T_IN    0
-#define VIRTIO_BLK_T_OUT   1
-#define VIRTIO_BLK_T_FLUSH 4
-#define VIRTIO_BLK_S_OK    0
-#define STATUS_UNSET 0xff
-
 #define SECTOR 512u
 #define REQ_BYTES (128u * 1024)
 #define REQ_SECTORS (REQ_BYTES / SECTOR)
@@ -47,12 +38,6 @@ struct bench_params {
     u32 ops;
 };
 static volatile struct bench_params params = {"HVBENCH", OP_READ | OP_WRITE};
-
-struct virtio_blk_req {
-    u32 type;
-    u32 reserved;
-    u32 sector_lo, sector_hi;       /* le64 */
-};
 
 static struct virtio_blk_req hdr[BATCH];
 static volatile u8 status[BATCH];
@@ -121,9 +106,8 @@ static const char *pass(u32 type, int check)
 
 static const char *init(void)
 {
-    if (!probe(&blk, VIRTIO_ID_BLOCK))
-        return "no virtio-blk device in the virtio-mmio slots";
-    const char *err = virtio_reset(&blk);
+    const char *err = virtio_probe_reset(&blk, VIRTIO_ID_BLOCK,
+                                         "no virtio-blk device in the virtio-mmio slots");
     if (!err)
         err = virtio_negotiate(&blk, 1u << VIRTIO_BLK_F_FLUSH, 0, 0);
     if (err)

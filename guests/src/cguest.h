@@ -1,28 +1,14 @@
-/* Shared helpers for the C guests started by cguest_boot.S (disktest, nettest).
- *
- * gcc -m16 -ffreestanding: 32-bit code with operand-size prefixes running in real mode
- * with CS=DS=ES=SS=0, so every object and low memory (IVT, BDA) is directly addressable.
- * Output goes to COM1 by polling; lines end in "\r\n". Only deterministic facts are
- * printed, so the output is byte-identical on any correct machine. */
+/* Shared helpers for the C guests started by cguest_boot.S (disktest, nettest, the virtio
+ * guests): result lines, BIOS ticks, the slave PIC's interrupts; the base (types, port
+ * I/O, COM1 output) is realmode.h. Only deterministic facts are printed, so the output is
+ * byte-identical on any correct machine. */
 #ifndef CGUEST_H
 #define CGUEST_H
 
-/* Not every guest uses every helper. */
-#define HELPER static __attribute__((unused))
-
-typedef unsigned char u8;
-typedef unsigned short u16;
-typedef unsigned int u32;
-
-#define B(a) (*(volatile u8 *)(a))
-#define W(a) (*(volatile u16 *)(a))
-#define D(a) (*(volatile u32 *)(a))
+#include "realmode.h"
 
 #define BDA_TICKS 0x46c         /* 18.2 Hz tick count the BIOS's IRQ 0 handler keeps */
 #define TICKS_PER_SECOND 18
-
-#define COM1 0x3f8
-#define LSR_THRE 0x20
 
 #define PIC1_CMD 0x20
 #define PIC1_DATA 0x21
@@ -31,102 +17,6 @@ typedef unsigned int u32;
 
 extern volatile u16 irq_counts[16];     /* bumped by the stubs in cguest_boot.S */
 extern void isr_irq9(void), isr_irq14(void);
-
-static inline void outb(u16 port, u8 v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port)); }
-static inline void outw(u16 port, u16 v) { __asm__ volatile("outw %0, %1" : : "a"(v), "Nd"(port)); }
-static inline u8 inb(u16 port)
-{
-    u8 v;
-    __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
-    return v;
-}
-static inline u16 inw(u16 port)
-{
-    u16 v;
-    __asm__ volatile("inw %1, %0" : "=a"(v) : "Nd"(port));
-    return v;
-}
-static inline void cli(void) { __asm__ volatile("cli" ::: "memory"); }
-static inline void sti(void) { __asm__ volatile("sti" ::: "memory"); }
-/* sti's one-instruction shadow makes "sti; hlt" atomic: an interrupt that became
- * pending after the caller's check (made with IF=0) wakes the hlt instead of being lost. */
-static inline void sti_hlt(void) { __asm__ volatile("sti; hlt" ::: "memory"); }
-
-/* gcc may emit calls to these even when freestanding. */
-void *memset(void *d, int c, unsigned n)
-{
-    u8 *p = d;
-    while (n--)
-        *p++ = (u8)c;
-    return d;
-}
-void *memcpy(void *d, const void *s, unsigned n)
-{
-    u8 *p = d;
-    const u8 *q = s;
-    while (n--)
-        *p++ = *q++;
-    return d;
-}
-int memcmp(const void *a, const void *b, unsigned n)
-{
-    const u8 *p = a, *q = b;
-    for (; n; n--, p++, q++)
-        if (*p != *q)
-            return *p - *q;
-    return 0;
-}
-
-/* ---- COM1 ------------------------------------------------------------------------------ */
-
-HELPER void serial_init(void)
-{
-    outb(COM1 + 1, 0x00);   /* IER: we poll */
-    outb(COM1 + 3, 0x80);   /* LCR: DLAB to reach the divisor latch */
-    outb(COM1 + 0, 0x01);   /* DLL: 115200 baud */
-    outb(COM1 + 1, 0x00);   /* DLM */
-    outb(COM1 + 3, 0x03);   /* LCR: 8N1 */
-    outb(COM1 + 2, 0x07);   /* FCR: FIFOs on and cleared */
-    outb(COM1 + 4, 0x03);   /* MCR: DTR | RTS */
-}
-
-HELPER void putc(char c)
-{
-    for (u16 i = 0; i < 0xffff && !(inb(COM1 + 5) & LSR_THRE); i++)
-        ;   /* bounded so a machine without a UART still finishes */
-    outb(COM1, (u8)c);
-}
-
-HELPER void puts(const char *s)
-{
-    while (*s)
-        putc(*s++);
-}
-
-HELPER void putdec(u32 v)
-{
-    char buf[11];
-    int i = 0;
-    do {
-        buf[i++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (i)
-        putc(buf[--i]);
-}
-
-/* Exactly `digits` lower-case hex digits. */
-HELPER void puthexn(u32 v, int digits)
-{
-    for (int sh = (digits - 1) * 4; sh >= 0; sh -= 4)
-        putc("0123456789abcdef"[(v >> sh) & 15]);
-}
-
-HELPER void halt(void)
-{
-    for (;;)
-        __asm__ volatile("cli; hlt");
-}
 
 /* ---- results ---------------------------------------------------------------------------- */
 
@@ -191,14 +81,15 @@ HELPER void unmask_slave_irq(int irq)
     sti();
 }
 
-/* Wait (halting between interrupts) until irq_counts[irq] != 0 or `timeout` ticks pass.
- * Returns nonzero if the interrupt came. Timer ticks wake the hlt, so this terminates. */
-HELPER int wait_irq(int irq, u32 timeout)
+/* Wait (halting between interrupts) until the interrupt count *count differs from `seen`
+ * or `timeout` ticks pass. Returns nonzero if it changed. Timer ticks wake the hlt, so
+ * this terminates. */
+HELPER int wait_count(volatile u16 *count, u16 seen, u32 timeout)
 {
     u32 start = ticks();
     for (;;) {
         cli();
-        if (irq_counts[irq]) {
+        if (*count != seen) {
             sti();
             return 1;
         }
@@ -209,6 +100,9 @@ HELPER int wait_irq(int irq, u32 timeout)
         sti_hlt();
     }
 }
+
+/* Until irq_counts[irq] != 0 (an interrupt came on the line) or `timeout` ticks pass. */
+HELPER int wait_irq(int irq, u32 timeout) { return wait_count(&irq_counts[irq], 0, timeout); }
 
 /* FNV-1a, 32 bits. */
 HELPER u32 fnv1a(const void *data, u32 len)

@@ -1,14 +1,15 @@
 /* disktest: drives the primary ATA channel's master (ports 0x1F0-0x1F7, 0x3F6, IRQ 14)
  * with port I/O only -- no INT 13h after the boot sector has loaded the image.
  *
- * Expects the scratch disk of guests.scratch_disk(): sector n holds 128 little-endian
- * 32-bit words, word i = n * 0x01000193 ^ i. Every read is checked against that pattern
- * and its FNV-1a checksum printed, so the output depends only on the disk's contents
- * and on ATA behaviour the standard fixes (never on model/serial/firmware strings).
+ * Expects the scratch disk of guests.scratch_disk() (its pattern, and the result lines
+ * shared with disktest-virtio, are in disktest_common.h). Every read is checked against
+ * that pattern and its FNV-1a checksum printed, so the output depends only on the disk's
+ * contents and on ATA behaviour the standard fixes (never on model/serial/firmware strings).
  *
  * IDENTIFY and the reads are interrupt driven (IRQ 14, vector 0x76, one interrupt per
  * DRQ block); the other commands run with nIEN set and poll the alternate status. */
 #include "cguest.h"
+#include "disktest_common.h"
 
 /* ATA command block registers (primary channel) */
 #define ATA_DATA      0x1f0
@@ -49,39 +50,7 @@
 #define IRQ_TIMEOUT  (2 * TICKS_PER_SECOND)
 #define BUSY_TIMEOUT (5 * TICKS_PER_SECOND)
 
-#define SECTOR_WORDS 256
-#define MAX_SECTORS 8
-
-enum mode { POLL, IRQ };
-
-static u16 buf[MAX_SECTORS * SECTOR_WORDS];
-static u16 wbuf[MAX_SECTORS * SECTOR_WORDS];
 static u16 ident[SECTOR_WORDS];
-static u32 capacity;
-static u16 irq_waits, irq_missed;
-
-/* The scratch disk's documented content. */
-static u32 disk_word(u32 lba, u32 i) { return lba * 0x01000193u ^ i; }
-/* What the write test puts on LBA 10-17. */
-static u32 write_word(u32 lba, u32 i) { return 0xa5c30000u ^ (lba << 20) ^ (i * 0x00010101u); }
-
-static const char *check_words(const u16 *p, u32 lba, u32 n, u32 (*word)(u32, u32))
-{
-    const u32 *w = (const u32 *)p;
-    for (u32 s = 0; s < n; s++)
-        for (u32 i = 0; i < 128; i++)
-            if (*w++ != word(lba + s, i))
-                return "data differs from the pattern";
-    return 0;
-}
-
-static void fill_words(u16 *p, u32 lba, u32 n, u32 (*word)(u32, u32))
-{
-    u32 *w = (u32 *)p;
-    for (u32 s = 0; s < n; s++)
-        for (u32 i = 0; i < 128; i++)
-            *w++ = word(lba + s, i);
-}
 
 /* ---- register level ------------------------------------------------------------------- */
 
@@ -166,6 +135,18 @@ static const char *nondata(u8 cmd, u32 lba, u16 count, enum mode mode)
     return 0;
 }
 
+/* The status that must start each DRQ block of a PIO transfer: 0, or what is wrong. */
+static const char *drq_error(u8 st)
+{
+    if (st & ST_BSY)
+        return "still busy";
+    if (st & (ST_ERR | ST_DF))
+        return "error status";
+    if (!(st & ST_DRQ))
+        return "no DRQ";
+    return 0;
+}
+
 /* PIO data-in (READ SECTORS, READ MULTIPLE, IDENTIFY): one DRQ block of `block` sectors
  * (the last may be shorter) per wait. */
 static const char *pio_in(u8 cmd, u32 lba, u16 count, u16 block, u16 *dst, enum mode mode)
@@ -174,13 +155,8 @@ static const char *pio_in(u8 cmd, u32 lba, u16 count, u16 block, u16 *dst, enum 
     if (err)
         return err;
     for (u16 left = count; left;) {
-        u8 st = wait_step(mode);
-        if (st & ST_BSY)
-            return "still busy";
-        if (st & (ST_ERR | ST_DF))
-            return "error status";
-        if (!(st & ST_DRQ))
-            return "no DRQ";
+        if ((err = drq_error(wait_step(mode))) != 0)
+            return err;
         u16 n = left < block ? left : block;
         for (u32 i = 0; i < (u32)n * SECTOR_WORDS; i++)
             *dst++ = inw(ATA_DATA);
@@ -200,13 +176,8 @@ static const char *pio_out(u8 cmd, u32 lba, u16 count, const u16 *src)
     if (err)
         return err;
     for (u16 s = 0; s < count; s++) {
-        u8 st = wait_step(POLL);
-        if (st & ST_BSY)
-            return "still busy";
-        if (st & (ST_ERR | ST_DF))
-            return "error status";
-        if (!(st & ST_DRQ))
-            return "no DRQ";
+        if ((err = drq_error(wait_step(POLL))) != 0)
+            return err;
         for (u32 i = 0; i < SECTOR_WORDS; i++)
             outw(ATA_DATA, *src++);
     }
@@ -216,6 +187,11 @@ static const char *pio_out(u8 cmd, u32 lba, u16 count, const u16 *src)
     if (st & (ST_ERR | ST_DF | ST_DRQ))
         return "bad status after the data";
     return 0;
+}
+
+static const char *read_polled(u32 lba, u16 count)
+{
+    return pio_in(CMD_READ_SECTORS, lba, count, 1, buf, POLL);
 }
 
 /* ---- the steps ---------------------------------------------------------------------------- */
@@ -265,34 +241,7 @@ static int step_identify(void)
 
 static void step_read(u32 lba, u16 count, u8 cmd, u16 block, const char *what)
 {
-    const char *err = pio_in(cmd, lba, count, block, buf, IRQ);
-    if (!err)
-        err = check_words(buf, lba, count, disk_word);
-    verdict(err);
-    puts(what);
-    puts(" lba ");
-    putdec(lba);
-    if (count > 1) {
-        putc('-');
-        putdec(lba + count - 1);
-    }
-    if (!err) {
-        puts(" fnv1a ");
-        puthexn(fnv1a(buf, (u32)count * 512), 8);
-    }
-    reason(err);
-    endl();
-}
-
-static void step_irq(void)
-{
-    const char *err = 0;
-    if (!irq_waits)
-        err = "no interrupt-driven transfer ran";
-    else if (irq_missed)
-        err = "a DRQ block came without its interrupt";
-    result("irq14", err);
-    endl();
+    report_read(what, lba, count, disk_word, pio_in(cmd, lba, count, block, buf, IRQ));
 }
 
 static void step_set_multiple(void)
@@ -340,27 +289,7 @@ static void step_write(void)
     endl();
     result("flush cache", nondata(CMD_FLUSH_CACHE, 0, 0, POLL));
     endl();
-    memset(buf, 0, sizeof buf);
-    err = pio_in(CMD_READ_SECTORS, 10, 8, 1, buf, POLL);
-    if (!err)
-        err = check_words(buf, 10, 8, write_word);
-    verdict(err);
-    puts("read back lba 10-17");
-    if (!err) {
-        puts(" fnv1a ");
-        puthexn(fnv1a(buf, 8 * 512), 8);
-    }
-    reason(err);
-    endl();
-    err = pio_in(CMD_READ_SECTORS, 9, 1, 1, buf, POLL);
-    if (!err)
-        err = check_words(buf, 9, 1, disk_word);
-    if (!err)
-        err = pio_in(CMD_READ_SECTORS, 18, 1, 1, buf, POLL);
-    if (!err)
-        err = check_words(buf, 18, 1, disk_word);
-    result("lba 9 and 18 untouched", err);
-    endl();
+    step_read_back();
 }
 
 void guest_main(u32 boot_drive)
@@ -378,7 +307,7 @@ void guest_main(u32 boot_drive)
         step_read(50, 4, CMD_READ_SECTORS, 1, "read sectors");
         step_set_multiple();
         step_read(200, 8, CMD_READ_MULTIPLE, 4, "read multiple");
-        step_irq();
+        step_irq("a DRQ block came without its interrupt");
         step_verify();
         step_read_past_end();
         step_write();

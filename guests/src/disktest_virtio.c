@@ -2,7 +2,7 @@
  * EVENT_IDX), printing the same result lines so the two styles compare on the same work.
  * Only the header line differs.
  *
- * Expects the scratch disk of guests.scratch_disk() (see disktest.c). How disktest's ATA
+ * Expects the scratch disk of guests.scratch_disk() (see disktest_common.h). How disktest's ATA
  * steps map onto virtio-blk (the printed names stay the ATA ones):
  *
  *   reset              probe the slots, reset the device (Status 0 reads back 0)
@@ -21,74 +21,20 @@
  *   read back / 9, 18  polled reads */
 #include "cguest.h"
 #include "virtio.h"
+#include "disktest_common.h"
 
-/* virtio-blk (§5.2) */
-#define VIRTIO_BLK_F_SIZE_MAX 1
-#define VIRTIO_BLK_F_SEG_MAX  2
-#define VIRTIO_BLK_F_RO       5
-#define VIRTIO_BLK_F_FLUSH    9
-
-#define VIRTIO_BLK_CFG_CAPACITY 0   /* le64, in 512-byte sectors */
-#define VIRTIO_BLK_CFG_SIZE_MAX 8   /* le32 */
-#define VIRTIO_BLK_CFG_SEG_MAX  12  /* le32 */
-
-#define VIRTIO_BLK_T_IN    0
-#define VIRTIO_BLK_T_OUT   1
-#define VIRTIO_BLK_T_FLUSH 4
-
-#define VIRTIO_BLK_S_OK     0
-#define VIRTIO_BLK_S_IOERR  1
-#define VIRTIO_BLK_S_UNSUPP 2
-
-#define STATUS_UNSET 0xff       /* what we put in the status byte before the device writes it */
-
-#define SECTOR_WORDS 256
-#define MAX_SECTORS 8
 #define BATCH 4                 /* "read multiple": requests per doorbell */
 #define VERIFY_BUF 0x10000u     /* physical, outside segment 0 */
 #define VERIFY_LBA 1000
 #define VERIFY_SECTORS 16
 
-struct virtio_blk_req {
-    u32 type;
-    u32 reserved;
-    u32 sector_lo, sector_hi;   /* le64 */
-};
-
-static u16 buf[MAX_SECTORS * SECTOR_WORDS];
-static u16 wbuf[MAX_SECTORS * SECTOR_WORDS];
 static struct virtio_blk_req hdr[BATCH];
 static volatile u8 status[BATCH];
 static struct virtq_desc indirect_table[BATCH][MAX_SECTORS + 2] __attribute__((aligned(16)));
 static struct virtq_mem qmem;
 static struct virtq vq;
 static struct vdev blk;
-static u32 capacity;
 static u32 seg_max = MAX_SECTORS;
-static u16 irq_waits, irq_missed;
-
-enum mode { POLL, IRQ };
-
-static u32 disk_word(u32 lba, u32 i) { return lba * 0x01000193u ^ i; }
-static u32 write_word(u32 lba, u32 i) { return 0xa5c30000u ^ (lba << 20) ^ (i * 0x00010101u); }
-
-static const char *check_words(const u16 *p, u32 lba, u32 n, u32 (*word)(u32, u32))
-{
-    const u32 *w = (const u32 *)p;
-    for (u32 s = 0; s < n; s++)
-        for (u32 i = 0; i < 128; i++)
-            if (*w++ != word(lba + s, i))
-                return "data differs from the pattern";
-    return 0;
-}
-
-static void fill_words(u16 *p, u32 lba, u32 n, u32 (*word)(u32, u32))
-{
-    u32 *w = (u32 *)p;
-    for (u32 s = 0; s < n; s++)
-        for (u32 i = 0; i < 128; i++)
-            *w++ = word(lba + s, i);
-}
 
 /* ---- requests ------------------------------------------------------------------------------- */
 
@@ -166,18 +112,16 @@ static const char *blk_rw(u32 type, u32 lba, u16 count, void *data, enum mode mo
     return err ? err : run_batch(1, mode);
 }
 
+static const char *read_polled(u32 lba, u16 count)
+{
+    return blk_rw(VIRTIO_BLK_T_IN, lba, count, buf, POLL);
+}
+
 /* ---- the steps ---------------------------------------------------------------------------- */
 
 static int step_reset(void)
 {
-    const char *err = 0;
-    if (!probe(&blk, VIRTIO_ID_BLOCK))
-        err = "no virtio-blk device in the virtio-mmio slots";
-    else
-        err = virtio_reset(&blk);
-    result("reset", err);
-    endl();
-    return !err;
+    return virtio_step_reset(&blk, VIRTIO_ID_BLOCK, "no virtio-blk device in the virtio-mmio slots");
 }
 
 static int step_identify(void)
@@ -213,31 +157,10 @@ static int step_identify(void)
     return 1;
 }
 
-static void print_read(const char *what, u32 lba, u16 count, const char *err)
-{
-    verdict(err);
-    puts(what);
-    puts(" lba ");
-    putdec(lba);
-    if (count > 1) {
-        putc('-');
-        putdec(lba + count - 1);
-    }
-    if (!err) {
-        puts(" fnv1a ");
-        puthexn(fnv1a(buf, (u32)count * 512), 8);
-    }
-    reason(err);
-    endl();
-}
-
 static void step_read(u32 lba, u16 count)
 {
     memset(buf, 0, sizeof buf);
-    const char *err = blk_rw(VIRTIO_BLK_T_IN, lba, count, buf, IRQ);
-    if (!err)
-        err = check_words(buf, lba, count, disk_word);
-    print_read("read sectors", lba, count, err);
+    report_read("read sectors", lba, count, disk_word, blk_rw(VIRTIO_BLK_T_IN, lba, count, buf, IRQ));
 }
 
 static void step_set_multiple(void)
@@ -267,20 +190,7 @@ static void step_read_multiple(u32 lba)
     }
     if (!err && vq.notifies == 0)
         err = "no doorbell";
-    if (!err)
-        err = check_words(buf, lba, 2 * BATCH, disk_word);
-    print_read("read multiple", lba, 2 * BATCH, err);
-}
-
-static void step_irq(void)
-{
-    const char *err = 0;
-    if (!irq_waits)
-        err = "no interrupt-driven transfer ran";
-    else if (irq_missed)
-        err = "a request completed without its interrupt";
-    result("irq14", err);
-    endl();
+    report_read("read multiple", lba, 2 * BATCH, disk_word, err);
 }
 
 static void step_verify(void)
@@ -333,41 +243,14 @@ static void step_write(void)
     result("flush cache", err);
     endl();
 
-    memset(buf, 0, sizeof buf);
-    err = blk_rw(VIRTIO_BLK_T_IN, 10, 8, buf, POLL);
-    if (!err)
-        err = check_words(buf, 10, 8, write_word);
-    verdict(err);
-    puts("read back lba 10-17");
-    if (!err) {
-        puts(" fnv1a ");
-        puthexn(fnv1a(buf, 8 * 512), 8);
-    }
-    reason(err);
-    endl();
-
-    err = blk_rw(VIRTIO_BLK_T_IN, 9, 1, buf, POLL);
-    if (!err)
-        err = check_words(buf, 9, 1, disk_word);
-    if (!err)
-        err = blk_rw(VIRTIO_BLK_T_IN, 18, 1, buf, POLL);
-    if (!err)
-        err = check_words(buf, 18, 1, disk_word);
-    result("lba 9 and 18 untouched", err);
-    endl();
+    step_read_back();
 }
 
 void guest_main(u32 boot_drive)
 {
     (void)boot_drive;
     serial_init();
-    int found = probe(&blk, VIRTIO_ID_BLOCK);
-    puts("disktest-virtio: virtio-blk");
-    if (found) {
-        puts(", ");
-        put_vdev(&blk);
-    }
-    endl();
+    int found = virtio_title(&blk, VIRTIO_ID_BLOCK, "disktest-virtio: virtio-blk");
 
     if (step_reset() && step_identify()) {
         step_read(0, 1);
@@ -377,7 +260,7 @@ void guest_main(u32 boot_drive)
         step_read(50, 4);
         step_set_multiple();
         step_read_multiple(200);
-        step_irq();
+        step_irq("a request completed without its interrupt");
         step_verify();
         step_read_past_end();
         step_write();

@@ -1,15 +1,16 @@
-/* A tiny IPv4 host (ARP, ICMP echo) for one network card, the card-independent half of
- * ne2000.h (copied from it, so nettest and nettest-virtio run the same protocol code):
- * one address MY_IP, one peer PEER_IP; it ARPs for the peer and pings it, printing each
- * reply's sequence number and ICMP length after checking id, checksum and payload, and
- * silently answers ARP requests for MY_IP and echo requests to MY_IP.
+/* A tiny IPv4 host (ARP, ICMP echo) for one network card, shared by nettest and netpeer
+ * (NE2000, ne2000.h) and nettest-virtio (virtio-net): one address MY_IP, one peer PEER_IP;
+ * it ARPs for the peer and pings it, printing each reply's sequence number and ICMP length
+ * after checking id, checksum and payload, and silently answers ARP requests for MY_IP and
+ * echo requests to MY_IP, calling the guest's echo_answered(seq) after each echo reply sent.
  *
- * The includer provides, before including: MY_IP and PEER_IP (initialisers {a, b, c, d}),
- * and defines after it
- *   static const char *transmit(const u8 *frame, u16 len);   0 or why it failed; may pad
- *                                                            the frame up to 60 bytes
- *   static int receive_until(volatile int *done, u32 timeout);  feed handle_frame() until
- *                                                            *done or timeout; 1 if done
+ * The includer defines MY_IP and PEER_IP (initialisers {a, b, c, d}) before including it,
+ * and the card driver after it:
+ *   static const char *transmit(const u8 *frame, u16 len);   0 or why it failed; len >= 60
+ *   static void rx_drain(void);     hand every frame received so far to handle_frame()
+ *   static int rx_idle(void);       called with interrupts off: nonzero if nothing arrived
+ *                                   since rx_drain, so halting until the card's interrupt
+ *                                   (or the next timer tick) loses nothing
  *   static void echo_answered(u16 seq);
  * and sets mac[] (its station address) and ring_broken (the receive path failed). */
 #ifndef IPV4_H
@@ -30,6 +31,7 @@
 #define PING_PAYLOAD 56
 #define PINGS 3
 #define IP_TTL 64
+#define ETH_MIN_FRAME 60    /* without the FCS; shorter frames are padded with zeros */
 
 static const u8 my_ip[4] = MY_IP;
 static const u8 peer_ip[4] = PEER_IP;
@@ -47,7 +49,8 @@ static u16 arps_answered;
 static void echo_answered(u16 seq);
 
 static const char *transmit(const u8 *data, u16 len);
-static int receive_until(volatile int *done, u32 timeout);
+static void rx_drain(void);
+static int rx_idle(void);
 
 static u16 be16(const u8 *p) { return (u16)(p[0] << 8 | p[1]); }
 static void put_be16(u8 *p, u16 v)
@@ -85,6 +88,16 @@ static u16 inet_checksum(const u8 *p, u32 len)
     while (sum >> 16)
         sum = (sum & 0xffff) + (sum >> 16);
     return (u16)~sum;
+}
+
+/* Every frame goes out from `frame` through here, padded to the Ethernet minimum. */
+static const char *send_frame(u16 len)
+{
+    if (len < ETH_MIN_FRAME) {
+        memset(frame + len, 0, ETH_MIN_FRAME - len);
+        len = ETH_MIN_FRAME;
+    }
+    return transmit(frame, len);
 }
 
 /* ---- frames -------------------------------------------------------------------------------- */
@@ -127,7 +140,7 @@ static const char *send_arp(u16 op, const u8 *dst_mac, const u8 *tha, const u8 *
     memcpy(a + 14, my_ip, 4);
     memcpy(a + 18, tha, 6);
     memcpy(a + 24, tpa, 4);
-    return transmit(frame, 14 + 28);
+    return send_frame(14 + 28);
 }
 
 static u8 payload_byte(u16 seq, u16 i) { return (u8)(0x20 + (i * 7 + seq) % 0x5f); }
@@ -145,7 +158,7 @@ static const char *send_ping(u16 seq)
     for (u16 i = 0; i < PING_PAYLOAD; i++)
         icmp[8 + i] = payload_byte(seq, i);
     put_be16(icmp + 2, inet_checksum(icmp, icmp_len));
-    return transmit(frame, (u16)(14 + 20 + icmp_len));
+    return send_frame((u16)(14 + 20 + icmp_len));
 }
 
 static void handle_arp(const u8 *a, u16 len)
@@ -181,7 +194,7 @@ static void answer_echo(const u8 *eth_src, const u8 *src_ip, const u8 *icmp, u16
     reply[0] = ICMP_ECHOREPLY;
     put_be16(reply + 2, 0);
     put_be16(reply + 2, inet_checksum(reply, icmp_len));
-    if (transmit(frame, (u16)(14 + 20 + icmp_len)))
+    if (send_frame((u16)(14 + 20 + icmp_len)))
         return;
     echoes_answered++;
     echo_answered(be16(icmp + 6));
@@ -250,6 +263,41 @@ static void handle_frame(const u8 *f, u16 len)
         handle_arp(f + 14, (u16)(len - 14));
     else if (type == ETH_IP && !memcmp(f, mac, 6))
         handle_ip(f + 6, f + 14, (u16)(len - 14));
+}
+
+/* ---- the card's steps' shared lines ---------------------------------------------------------- */
+
+/* "station address from PROM" (the name nettest gave it), then "mac ..." if `err` is 0. */
+static int report_mac(const char *err)
+{
+    result("station address from PROM", err);
+    endl();
+    if (err)
+        return 0;
+    puts("mac ");
+    put_mac(mac);
+    endl();
+    return 1;
+}
+
+/* ---- receiving ------------------------------------------------------------------------------ */
+
+/* Process received frames until *done or `timeout` ticks pass; halts in between, woken by
+ * the card's interrupt (or the next timer tick if it never comes). */
+static int receive_until(volatile int *done, u32 timeout)
+{
+    u32 start = ticks();
+    for (;;) {
+        rx_drain();
+        if (*done)
+            return 1;
+        if (ring_broken || ticks() - start > timeout)
+            return 0;
+        cli();
+        if (rx_idle())
+            sti_hlt();
+        sti();
+    }
 }
 
 /* Answer ARP and echo requests, silently, until `idle` ticks pass without one (or

@@ -14,12 +14,7 @@
 #define VQ_MAX 64                   /* room for a batch of 32 and the next one */
 #include "virtio.h"
 
-/* virtio-net (§5.1) */
-#define VIRTIO_NET_F_MAC 5
-#define VIRTIO_NET_CFG_MAC 0
-#define VIRTIO_NET_HDR_SIZE 12
-#define RECEIVEQ  0
-#define TRANSMITQ 1
+#define VIRTIO_NET_HDR_SIZE sizeof(struct virtio_net_hdr)
 
 #define TX_BATCH 32
 #define MIN_FRAME 60                /* without the CRC */
@@ -45,9 +40,8 @@ static u8 mac[6];
 
 static const char *init(void)
 {
-    if (!probe(&net, VIRTIO_ID_NET))
-        return "no virtio-net device in the virtio-mmio slots";
-    const char *err = virtio_reset(&net);
+    const char *err = virtio_probe_reset(&net, VIRTIO_ID_NET,
+                                         "no virtio-net device in the virtio-mmio slots");
     if (!err)
         err = virtio_negotiate(&net, 1u << VIRTIO_NET_F_MAC, 0, 0);
     if (err)

@@ -19,32 +19,11 @@
 #define PEER_IP {10, 0, 2, 2}     /* the gateway */
 #include "ipv4.h"
 
-/* virtio-net (§5.1) */
-#define VIRTIO_NET_F_MAC    5
-#define VIRTIO_NET_F_STATUS 16
-
-#define VIRTIO_NET_CFG_MAC    0     /* u8[6] */
-#define VIRTIO_NET_CFG_STATUS 6     /* le16 */
-#define VIRTIO_NET_S_LINK_UP  1
-
-#define RECEIVEQ  0
-#define TRANSMITQ 1
-
 #define RX_BUFS 8
 #define RX_BUF_SIZE 1536            /* header + 1514-byte frame, and more (§5.1.6.3.1) */
 
 #define SERVE_IDLE (2 * TICKS_PER_SECOND)
 #define SERVE_LIMIT (30 * TICKS_PER_SECOND)
-
-struct virtio_net_hdr {
-    u8 flags;
-    u8 gso_type;
-    u16 hdr_len;
-    u16 gso_size;
-    u16 csum_start;
-    u16 csum_offset;
-    u16 num_buffers;
-};
 
 static struct vdev net;
 static struct virtq rxq, txq;
@@ -64,10 +43,6 @@ static int post_rx(u16 i)
 
 static const char *transmit(const u8 *data, u16 len)
 {
-    if (len < 60) {
-        memset((u8 *)data + len, 0, 60 - len);   /* as nettest pads; callers have room */
-        len = 60;
-    }
     struct vbuf b[2] = {{&txhdr, sizeof txhdr, 0}, {data, len, 0}};
     if (vq_add(&txq, b, 2, 0, 0) < 0)
         return "transmit queue full";
@@ -80,7 +55,7 @@ static const char *transmit(const u8 *data, u16 len)
 }
 
 /* Hand every received frame to the IPv4 host; each buffer goes straight back. */
-static void drain_rx(void)
+static void rx_drain(void)
 {
     u16 id;
     u32 len;
@@ -98,36 +73,15 @@ static void drain_rx(void)
     }
 }
 
-/* Process received frames until *done or `timeout` ticks pass; halts in between, woken
- * by the receive queue's interrupt (or the next timer tick if it never comes). */
-static int receive_until(volatile int *done, u32 timeout)
-{
-    u32 start = ticks();
-    for (;;) {
-        drain_rx();
-        if (*done)
-            return 1;
-        if (ring_broken || ticks() - start > timeout)
-            return 0;
-        cli();
-        if (!vq_enable_cb(&rxq, 1))     /* nothing arrived since the drain: sleep */
-            sti_hlt();
-        sti();
-    }
-}
+/* With interrupts off: re-arm the receive queue's interrupt for the next entry; halt only
+ * if nothing arrived since the drain. */
+static int rx_idle(void) { return !vq_enable_cb(&rxq, 1); }
 
 /* ---- the steps ------------------------------------------------------------------------- */
 
 static int step_reset(void)
 {
-    const char *err = 0;
-    if (!probe(&net, VIRTIO_ID_NET))
-        err = "no virtio-net device in the virtio-mmio slots";
-    else
-        err = virtio_reset(&net);
-    result("reset", err);
-    endl();
-    return !err;
+    return virtio_step_reset(&net, VIRTIO_ID_NET, "no virtio-net device in the virtio-mmio slots");
 }
 
 static int step_station_address(void)
@@ -139,14 +93,7 @@ static int step_station_address(void)
     }
     if (!err)
         vcfg_read(&net, VIRTIO_NET_CFG_MAC, mac, 6, 1);
-    result("station address from PROM", err);
-    endl();
-    if (err)
-        return 0;
-    puts("mac ");
-    put_mac(mac);
-    endl();
-    return 1;
+    return report_mac(err);
 }
 
 static int step_init(void)
@@ -177,13 +124,7 @@ void guest_main(u32 boot_drive)
 {
     (void)boot_drive;
     serial_init();
-    int found = probe(&net, VIRTIO_ID_NET);
-    puts("nettest-virtio: virtio-net");
-    if (found) {
-        puts(", ");
-        put_vdev(&net);
-    }
-    endl();
+    int found = virtio_title(&net, VIRTIO_ID_NET, "nettest-virtio: virtio-net");
 
     int up = step_reset() && step_station_address() && step_init();
     if (up) {

@@ -157,30 +157,57 @@ struct vbuf {
     int write;
 };
 
-/* ---- MMIO through FS ---------------------------------------------------------------------- */
+/* ---- the device types two guests each drive ------------------------------------------------ */
 
-static inline u32 mmio_r32(u16 seg, u16 off)
-{
-    u32 v;
-    __asm__ volatile("movw %w1, %%fs\n\tmovl %%fs:(%k2), %0" : "=r"(v) : "r"(seg), "r"((u32)off) : "memory");
-    return v;
-}
-static inline u16 mmio_r16(u16 seg, u16 off)
-{
-    u16 v;
-    __asm__ volatile("movw %w1, %%fs\n\tmovw %%fs:(%k2), %0" : "=r"(v) : "r"(seg), "r"((u32)off) : "memory");
-    return v;
-}
-static inline u8 mmio_r8(u16 seg, u16 off)
-{
-    u8 v;
-    __asm__ volatile("movw %w1, %%fs\n\tmovb %%fs:(%k2), %0" : "=q"(v) : "r"(seg), "r"((u32)off) : "memory");
-    return v;
-}
-static inline void mmio_w32(u16 seg, u16 off, u32 v)
-{
-    __asm__ volatile("movw %w0, %%fs\n\tmovl %2, %%fs:(%k1)" : : "r"(seg), "r"((u32)off), "r"(v) : "memory");
-}
+/* virtio-blk (§5.2): disktest-virtio, blkbench */
+#define VIRTIO_BLK_F_SIZE_MAX 1
+#define VIRTIO_BLK_F_SEG_MAX  2
+#define VIRTIO_BLK_F_RO       5
+#define VIRTIO_BLK_F_FLUSH    9
+
+#define VIRTIO_BLK_CFG_CAPACITY 0   /* le64, in 512-byte sectors */
+#define VIRTIO_BLK_CFG_SIZE_MAX 8   /* le32 */
+#define VIRTIO_BLK_CFG_SEG_MAX  12  /* le32 */
+
+#define VIRTIO_BLK_T_IN    0
+#define VIRTIO_BLK_T_OUT   1
+#define VIRTIO_BLK_T_FLUSH 4
+
+#define VIRTIO_BLK_S_OK     0
+#define VIRTIO_BLK_S_IOERR  1
+#define VIRTIO_BLK_S_UNSUPP 2
+
+#define STATUS_UNSET 0xff       /* what we put in the status byte before the device writes it */
+
+struct virtio_blk_req {
+    u32 type;
+    u32 reserved;
+    u32 sector_lo, sector_hi;   /* le64 */
+};
+
+/* virtio-net (§5.1): nettest-virtio, netbench */
+#define VIRTIO_NET_F_MAC    5
+#define VIRTIO_NET_F_STATUS 16
+
+#define VIRTIO_NET_CFG_MAC    0     /* u8[6] */
+#define VIRTIO_NET_CFG_STATUS 6     /* le16 */
+#define VIRTIO_NET_S_LINK_UP  1
+
+#define RECEIVEQ  0
+#define TRANSMITQ 1
+
+/* In front of every frame (VERSION_1: always 12 bytes, num_buffers included). */
+struct virtio_net_hdr {
+    u8 flags;
+    u8 gso_type;
+    u16 hdr_len;
+    u16 gso_size;
+    u16 csum_start;
+    u16 csum_offset;
+    u16 num_buffers;
+};
+
+/* ---- MMIO through FS (realmode.h's peek/poke: one access of exactly that width) ---------- */
 
 /* Full barrier: orders our ring stores before the loads of avail_event/used idx that
  * decide whether to notify or sleep (x86 only reorders a later load before a store). */
@@ -189,13 +216,13 @@ static inline void mb(void) { __asm__ volatile("lock; orl $0, (%%esp)" ::: "memo
 static inline void wmb(void) { __asm__ volatile("" ::: "memory"); }
 static inline void rmb(void) { __asm__ volatile("" ::: "memory"); }
 
-static u32 vreg(struct vdev *d, u16 reg) { return mmio_r32(d->seg, reg); }
-static void vreg_w(struct vdev *d, u16 reg, u32 v) { mmio_w32(d->seg, reg, v); }
+static u32 vreg(struct vdev *d, u16 reg) { return peekl(d->seg, reg); }
+static void vreg_w(struct vdev *d, u16 reg, u32 v) { pokel(d->seg, reg, v); }
 
-HELPER u8 vcfg8(struct vdev *d, u16 off) { return mmio_r8(d->seg, (u16)(VIRTIO_MMIO_CONFIG + off)); }
-HELPER u16 vcfg16(struct vdev *d, u16 off) { return mmio_r16(d->seg, (u16)(VIRTIO_MMIO_CONFIG + off)); }
-HELPER u32 vcfg32(struct vdev *d, u16 off) { return mmio_r32(d->seg, (u16)(VIRTIO_MMIO_CONFIG + off)); }
-HELPER void vcfg_w32(struct vdev *d, u16 off, u32 v) { mmio_w32(d->seg, (u16)(VIRTIO_MMIO_CONFIG + off), v); }
+HELPER u8 vcfg8(struct vdev *d, u16 off) { return peekb(d->seg, (u16)(VIRTIO_MMIO_CONFIG + off)); }
+HELPER u16 vcfg16(struct vdev *d, u16 off) { return peekw(d->seg, (u16)(VIRTIO_MMIO_CONFIG + off)); }
+HELPER u32 vcfg32(struct vdev *d, u16 off) { return peekl(d->seg, (u16)(VIRTIO_MMIO_CONFIG + off)); }
+HELPER void vcfg_w32(struct vdev *d, u16 off, u32 v) { pokel(d->seg, (u16)(VIRTIO_MMIO_CONFIG + off), v); }
 
 /* Read a config field consistently (§4.2.2.2): retry while ConfigGeneration changes
  * under us. Accesses have the field's width, as the spec requires: `width` 1 for byte
@@ -278,19 +305,7 @@ static void virtio_hook_irq(struct vdev *d)
  * or `timeout` ticks pass. Returns nonzero if an interrupt came. */
 HELPER int virtio_wait_irq(struct vdev *d, u16 seen, u32 timeout)
 {
-    u32 start = ticks();
-    for (;;) {
-        cli();
-        if (d->vring_irqs != seen) {
-            sti();
-            return 1;
-        }
-        if (ticks() - start > timeout) {
-            sti();
-            return 0;
-        }
-        sti_hlt();
-    }
+    return wait_count(&d->vring_irqs, seen, timeout);
 }
 
 /* ---- discovery and initialisation (§3.1.1, §4.2.3) --------------------------------------- */
@@ -299,11 +314,11 @@ static int probe(struct vdev *d, u32 device_id)
 {
     for (u8 n = 0; n < VIRTIO_MMIO_SLOTS; n++) {
         u16 seg = (u16)((VIRTIO_MMIO_BASE + n * VIRTIO_MMIO_SLOT_SIZE) >> 4);
-        if (mmio_r32(seg, VIRTIO_MMIO_MAGIC_VALUE) != VIRTIO_MMIO_MAGIC)
+        if (peekl(seg, VIRTIO_MMIO_MAGIC_VALUE) != VIRTIO_MMIO_MAGIC)
             continue;
-        if (mmio_r32(seg, VIRTIO_MMIO_VERSION) != VIRTIO_MMIO_VERSION_MODERN)
+        if (peekl(seg, VIRTIO_MMIO_VERSION) != VIRTIO_MMIO_VERSION_MODERN)
             continue;
-        if (mmio_r32(seg, VIRTIO_MMIO_DEVICE_ID) != device_id)
+        if (peekl(seg, VIRTIO_MMIO_DEVICE_ID) != device_id)
             continue;       /* 0: a placeholder slot with no device behind it */
         memset(d, 0, sizeof *d);
         d->seg = seg;
@@ -327,6 +342,19 @@ HELPER void put_vdev(struct vdev *d)
     }
 }
 
+/* A guest's first line: "title[, virtio-mmio slot n at 0x..., IRQ n]"; 1 if the device is there. */
+HELPER int virtio_title(struct vdev *d, u32 device_id, const char *title)
+{
+    int found = probe(d, device_id);
+    puts(title);
+    if (found) {
+        puts(", ");
+        put_vdev(d);
+    }
+    endl();
+    return found;
+}
+
 static u32 vstatus(struct vdev *d) { return vreg(d, VIRTIO_MMIO_STATUS) & 0xff; }
 static void vstatus_add(struct vdev *d, u32 bits) { vreg_w(d, VIRTIO_MMIO_STATUS, vstatus(d) | bits); }
 HELPER void virtio_fail(struct vdev *d) { vstatus_add(d, VIRTIO_STATUS_FAILED); }
@@ -340,6 +368,21 @@ static const char *virtio_reset(struct vdev *d)
         if (ticks() - start > VIRTIO_RESET_TIMEOUT)
             return "status never read back 0 after reset";
     return 0;
+}
+
+/* Find the device in the slots and reset it: 0, or `missing` / why the reset failed. */
+HELPER const char *virtio_probe_reset(struct vdev *d, u32 device_id, const char *missing)
+{
+    return probe(d, device_id) ? virtio_reset(d) : missing;
+}
+
+/* The virtio guests' "reset" step (nettest's and disktest's first result line). */
+HELPER int virtio_step_reset(struct vdev *d, u32 device_id, const char *missing)
+{
+    const char *err = virtio_probe_reset(d, device_id, missing);
+    result("reset", err);
+    endl();
+    return !err;
 }
 
 HELPER int offered(struct vdev *d, int bit)
@@ -583,7 +626,7 @@ HELPER int vq_wait_used(struct virtq *q, u32 timeout)
 /* Far reads from physical memory outside segment 0 (DMA targets we only inspect). */
 HELPER u32 far_r32(u32 phys)
 {
-    return mmio_r32((u16)(phys >> 4), (u16)(phys & 15));
+    return peekl((u16)(phys >> 4), (u16)(phys & 15));
 }
 
 #endif
