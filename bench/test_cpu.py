@@ -6,42 +6,10 @@ kernel). Run: python -m pytest bench/test_cpu.py --benchmark-only
 """
 from __future__ import annotations
 
-import time
-
 import pytest
-from unicorn import UC_ARCH_X86, UC_MODE_32, Uc
-from unicorn import x86_const as X
 
 from bench.guests import bare, boot_sector
-from hv.machine import DriveSpec, Machine, MachineConfig
-
-
-def run_bare(code: bytes) -> float:
-    uc = Uc(UC_ARCH_X86, UC_MODE_32)
-    uc.mem_map(0, 1 << 20)
-    uc.reg_write(X.UC_X86_REG_CR0, uc.reg_read(X.UC_X86_REG_CR0) & ~1)
-    for r in (X.UC_X86_REG_CS, X.UC_X86_REG_DS, X.UC_X86_REG_SS):
-        uc.reg_write(r, 0)
-    uc.mem_write(0x7C00, code)
-    t = time.perf_counter()
-    uc.emu_start(0x7C00, 1 << 48)
-    return time.perf_counter() - t
-
-
-def run_hv(img, dispatch: str) -> tuple[float, Machine]:
-    """Time from the kernel's POST-code write to the end of the run (boot excluded)."""
-    m = Machine(MachineConfig(fda=DriveSpec(str(img)), dispatch=dispatch, timeout=120))
-    start = {}
-    post_write = m.post.write
-
-    def mark(offset, size, value):
-        start.setdefault("t", time.perf_counter())
-        post_write(offset, size, value)
-    m.post.write = mark
-    m.run()
-    elapsed = time.perf_counter() - start["t"]
-    m.close()
-    return elapsed, m
+from bench.matrix import run_bare, run_hv  # noqa: F401 (shared with `hv bench`)
 
 
 @pytest.mark.parametrize("kernel", ["checksum", "tight"])

@@ -24,179 +24,39 @@ MB/s at 16 MiB: >= 1 GB/s and >= 100x; at most one exit per request batch).
 """
 from __future__ import annotations
 
-import functools
-import struct
 import sys
 import tempfile
-import time
-import uuid
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from bench.guests import POST_READ_DONE, POST_START, POST_WRITE_DONE, ata_sequential, ne2000_transmit
-from hv.machine import DriveSpec, Machine, MachineConfig
+from bench import matrix
+from bench.matrix import MiB, Mark, Run, marked_run, patched_image  # noqa: F401 (re-exported)
 
-MiB = 1 << 20
-PARAMS_MAGIC = b"HVBENCH\0"          # the guests' patchable parameter block
-BLK_READ, BLK_WRITE, BLK_CHECK = 1, 2, 4   # blkbench ops bits
 NET_FRAMES = {"ne2000": 2000, "virtio": 20000}
-TIMEOUT = 600
 
 # Figures of the runs done so far in this process, for the summary: key -> figures.
 RESULTS: dict[tuple, dict] = {}
 
-
-# ---- guest images -----------------------------------------------------------------------
-
-@functools.cache
-def _built_dir() -> Path:
-    """blkbench and netbench built fresh from guests/src (as guests/build.py does)."""
-    from guests.build import TARGETS, build_target
-    out = Path(tempfile.mkdtemp(prefix="hv-bench-guests-"))
-    for target in TARGETS:
-        if target.name in ("blkbench", "netbench"):
-            build_target(target, out)
-    return out
-
-
-def patched_image(name: str, dest: Path, *values: int) -> Path:
-    """A copy of guest ``name`` with the u32s after its "HVBENCH\\0" block set to ``values``."""
-    data = bytearray((_built_dir() / f"{name}.img").read_bytes())
-    at = data.find(PARAMS_MAGIC)
-    if at < 0 or data.find(PARAMS_MAGIC, at + 1) >= 0:
-        raise RuntimeError(f"{name}: no single {PARAMS_MAGIC!r} parameter block")
-    struct.pack_into(f"<{len(values)}I", data, at + len(PARAMS_MAGIC), *values)
-    dest.write_bytes(data)
-    return dest
+# The runs themselves are bench/matrix.py's (shared with `hv bench`); these wrappers keep
+# this file's sizes in MiB and its default dispatch.
+_built_dir = matrix.built_dir
+_exit_kinds = matrix.exit_kinds
+_virtio_figures = matrix.virtio_figures
 
 
 def tagged_disk(path: Path, mib: int) -> Path:
-    """``mib`` MiB whose every sector starts with its LBA (le32): what blkbench checks."""
-    data = bytearray(mib * MiB)
-    for lba in range(mib * MiB // 512):
-        struct.pack_into("<I", data, lba * 512, lba)
-    path.write_bytes(data)
-    return path
+    return matrix.tagged_disk(path, mib * MiB)
 
-
-# ---- one run, marked by the guest's POST codes -----------------------------------------------
-
-@dataclass
-class Mark:
-    t: float
-    exits: Counter
-    virtio: tuple[int, int, int] | None     # doorbells, chains, interrupts
-
-
-@dataclass
-class Run:
-    machine: Machine
-    marks: dict[int, Mark]
-    serial: str
-
-    def between(self, a: int, b: int) -> tuple[float, Counter, tuple[int, int, int] | None]:
-        if a not in self.marks or b not in self.marks:
-            raise AssertionError(f"POST codes seen: {sorted(self.marks)}; serial: {self.serial!r}")
-        ma, mb = self.marks[a], self.marks[b]
-        exits = mb.exits - ma.exits
-        vio = None if ma.virtio is None else tuple(y - x for x, y in zip(ma.virtio, mb.virtio))
-        return mb.t - ma.t, exits, vio
-
-
-def marked_run(config: MachineConfig, virtio: str | None = None) -> Run:
-    """Run a machine to its end, noting time, exits and the virtio device's counters at
-    the first write of each POST code."""
-    m = Machine(config)
-    marks: dict[int, Mark] = {}
-    transport = m.virtio[virtio] if virtio else None
-    post_write = m.post.write
-
-    def mark(offset, size, value):
-        code = value & 0xFF
-        if code not in marks:
-            vs = transport.stats if transport is not None else None
-            marks[code] = Mark(time.perf_counter(), m.stats.counts,
-                               (vs.doorbells, vs.chains, vs.interrupts) if vs else None)
-        post_write(offset, size, value)
-    m.post.write = mark
-    try:
-        result = m.run()
-    finally:
-        m.close()
-    serial = m.serial_log.decode("latin-1")
-    assert result.exit_code == 0, f"{result.reason}; serial: {serial!r}"
-    return Run(m, marks, serial)
-
-
-def _exit_kinds(exits: Counter) -> str:
-    by_kind = Counter()
-    for (kind, _who), n in exits.items():
-        by_kind[kind] += n
-    return " ".join(f"{k}={v}" for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1]))
-
-
-# ---- disk --------------------------------------------------------------------------------------
 
 def disk_files(device: str, op: str, mib: int, tmp: Path) -> tuple[Path, Path]:
     """(boot floppy, disk) for one disk run; a fresh tagged disk every time."""
-    disk = tagged_disk(tmp / f"disk-{device}-{op}-{mib}.img", mib)
-    if device == "ide":
-        boot = tmp / "ata.img"
-        boot.write_bytes(ata_sequential(mib, write=(op == "write")))
-    else:
-        ops = BLK_READ | BLK_CHECK if op == "read" else BLK_WRITE
-        boot = patched_image("blkbench", tmp / "blkbench.img", ops)
-    return boot, disk
+    return matrix.disk_files(device, op, mib * MiB, tmp)
 
 
 def disk_run(device: str, op: str, mib: int, boot: Path, disk: Path) -> dict:
     """One machine run; the figures of the timed phase."""
-    if device == "ide":
-        run = marked_run(MachineConfig(fda=DriveSpec(str(boot)), hda=DriveSpec(str(disk)),
-                                       timeout=TIMEOUT))
-    else:
-        run = marked_run(MachineConfig(fda=DriveSpec(str(boot)), vda=DriveSpec(str(disk)),
-                                       timeout=TIMEOUT), virtio="blk")
-        assert run.serial.rstrip().endswith(", ok"), run.serial
-        blk = run.machine.virtio["blk"].device
-        assert (blk.bytes_read if op == "read" else blk.bytes_written) == mib * MiB
-    a, b = (POST_START, POST_READ_DONE) if op == "read" else (POST_READ_DONE, POST_WRITE_DONE)
-    seconds, exits, vio = run.between(a, b)
-    total = sum(exits.values())
-    f = {
-        "seconds": seconds,
-        "mb_per_s": round(mib * MiB / seconds / 1e6, 3),
-        "exits": total,
-        "exits_per_mib": round(total / mib, 2),
-        "exit_kinds": _exit_kinds(exits),
-        "dispatch": run.machine.vcpu.fast.kind,
-    }
-    if vio is not None:
-        f.update(_virtio_figures(vio, exits, total, "requests"))
-    else:
-        f["commands"] = mib * 8 + (op == "write")    # + FLUSH CACHE
-    return f
-
-
-def _virtio_figures(vio: tuple[int, int, int], exits: Counter, total: int, what: str) -> dict:
-    """Doorbells, chains per doorbell, and exits per batch (a batch = one doorbell)."""
-    doorbells, chains, interrupts = vio
-    per = (lambda n: round(n / doorbells, 2)) if doorbells else (lambda n: None)
-    # The C dispatch records QueueNotify without Python (counted as mmio) and stops the
-    # engine so the host loop runs the device (counted as timer): the stop is the return
-    # to the host loop, the one that costs.
-    stops = sum(n for (kind, _), n in exits.items() if kind != "mmio")
-    return {
-        "doorbells": doorbells,
-        what: chains,                              # a disk write run's include the FLUSH
-        f"{what}_per_doorbell": per(chains),
-        "exits_per_batch": per(total),
-        "host_loop_returns_per_batch": per(stops),
-        "interrupts": interrupts,
-    }
+    return matrix.disk_once(device, op, mib * MiB, boot, disk)
 
 
 DISK_CASES = [pytest.param(dev, op, mib, id=f"{dev}-{op}-{mib}MiB")
@@ -219,41 +79,11 @@ def test_disk_sequential(benchmark, tmp_path, device, op, mib):
 # ---- network ----------------------------------------------------------------------------------
 
 def net_files(device: str, size: int, tmp: Path) -> Path:
-    frames = NET_FRAMES[device]
-    if device == "ne2000":
-        boot = tmp / "ne2000.img"
-        boot.write_bytes(ne2000_transmit(frames, size))
-        return boot
-    return patched_image("netbench", tmp / "netbench.img", frames, size)
+    return matrix.net_files(device, size, NET_FRAMES[device], tmp)
 
 
 def net_run(device: str, size: int, boot: Path) -> dict:
-    frames = NET_FRAMES[device]
-    switch = f"switch:bench-{uuid.uuid4().hex[:12]}"       # this machine's port alone on it
-    if device == "ne2000":
-        run = marked_run(MachineConfig(fda=DriveSpec(str(boot)), net=switch, timeout=TIMEOUT))
-        sent = run.machine.netport.tx_frames
-    else:
-        run = marked_run(MachineConfig(fda=DriveSpec(str(boot)), virtio_net=switch,
-                                       timeout=TIMEOUT), virtio="net")
-        assert run.serial.rstrip().endswith(", ok"), run.serial
-        sent = run.machine.vnet.counters.tx_frames
-    assert sent == frames
-    seconds, exits, vio = run.between(POST_START, POST_READ_DONE)
-    total = sum(exits.values())
-    f = {
-        "seconds": seconds,
-        "frames": frames,
-        "packets_per_s": round(frames / seconds),
-        "mb_per_s": round(frames * size / seconds / 1e6, 3),
-        "exits": total,
-        "exits_per_packet": round(total / frames, 3),
-        "exit_kinds": _exit_kinds(exits),
-        "dispatch": run.machine.vcpu.fast.kind,
-    }
-    if vio is not None:
-        f.update(_virtio_figures(vio, exits, total, "frames_sent"))
-    return f
+    return matrix.net_once(device, size, NET_FRAMES[device], boot)
 
 
 NET_CASES = [pytest.param(dev, size, id=f"{dev}-{size}")

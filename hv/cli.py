@@ -351,6 +351,17 @@ def cmd_build(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # `hv bench` and `hv disk` parse their own options (argparse's REMAINDER
+    # would refuse an option in first place).
+    if argv[:1] == ["bench"]:
+        return cmd_bench(argparse.Namespace(bench_args=argv[1:]))
+    if argv[:1] == ["disk"]:
+        try:
+            return cmd_disk(argparse.Namespace(disk_args=argv[1:]))
+        except (UsageError, ImageError) as e:
+            print(f"hv: error: {e}", file=sys.stderr)
+            return 2
     args = build_parser().parse_args(argv)
     try:
         return {"run": cmd_run, "list": cmd_list, "build": cmd_build,

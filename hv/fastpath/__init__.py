@@ -94,7 +94,7 @@ class CFastpath(_Base):
         self.devices: list = []
         self.regions: dict[int, object] = {}      # mmio slot -> device (VirtioMmio or other)
         self.vcpu = None
-        self._keep: list = []
+        self._cdata: dict[int, tuple] = {}
         self._windows: list[Window] = []
         self._next_shadow = 0
         self._tx_sink = None
@@ -219,12 +219,15 @@ class CFastpath(_Base):
     def buffer(self, size: int) -> memoryview:
         """Zeroed C memory a device uses as its data buffer (one copy of the data)."""
         cdata = self._ffi.new("uint8_t[]", size)
-        self._keep.append(cdata)
-        return memoryview(self._ffi.buffer(cdata)).cast("B")
+        view = memoryview(self._ffi.buffer(cdata)).cast("B")
+        self._cdata[id(view)] = (view, cdata)
+        return view
 
     def pointer(self, buf: memoryview):
-        """The C address of a buffer from ``buffer()``, for ``Window.open``."""
-        return self._ffi.from_buffer(buf)
+        """The C address of a buffer from ``buffer()``, for ``Window.open``. (Kept
+        from the allocation rather than taken with ffi.from_buffer, which would pin
+        an export on the view that garbage collection then trips over at exit.)"""
+        return self._cdata[id(buf)][1]
 
     def window(self, ports: list[int], sizes=(2, 4), on_done=None) -> "Window":
         """Serve IN/OUT on ``ports`` from a device buffer while the window is open;
