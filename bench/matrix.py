@@ -34,7 +34,7 @@ from bench.guests import (CHECKSUM_BODY, CRC_ITERATIONS, FIRST_INSTRUCTION, KERN
                           LOOP_ITERATIONS, POST_READ_DONE, POST_START, POST_WRITE_DONE,
                           ne2000_transmit)
 from hv.machine import DriveSpec, Machine, MachineConfig
-from tests.asm import assemble
+from guests.asm import assemble
 
 KiB, MiB = 1 << 10, 1 << 20
 PAGE = 4096
