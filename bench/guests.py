@@ -70,22 +70,26 @@ FIRST_INSTRUCTION = assemble("cli\n hlt\n")   # for boot time: the run ends at t
 POST_START, POST_READ_DONE, POST_WRITE_DONE = 0x01, 0x02, 0x03
 
 
-def _ata_pass(mib: int, write: bool) -> str:
-    """One pass over the first ``mib`` MiB of the primary master: READ/WRITE SECTORS
-    commands of 256 sectors (128 KiB), one `rep insw`/`rep outsw` per sector (the way a
-    simple driver does it) to/from the 512 bytes at 1000:0000."""
+def _ata_pass(size: int, write: bool) -> str:
+    """One pass over the first ``size`` bytes of the primary master: READ/WRITE SECTORS
+    commands of up to 256 sectors (128 KiB), one `rep insw`/`rep outsw` per sector (the
+    way a simple driver does it) to/from the 512 bytes at 1000:0000."""
+    sectors = size // 512
+    per = min(256, sectors)
+    if not per or sectors % per:
+        raise ValueError(f"{size} bytes is not a whole number of {per}-sector commands")
     command = 0x30 if write else 0x20
     transfer = ("xor %si, %si; push %ds; push %es; pop %ds; rep outsw; pop %ds" if write
                 else "xor %di, %di; rep insw")
     return f"""
         xor %ebx, %ebx                  # LBA
-        mov ${mib * 8}, %bp             # commands of 256 sectors (128 KiB)
+        mov ${sectors // per}, %bp      # commands
 1:      mov $0x1F7, %dx
 4:      in %dx, %al                     # the previous command has finished (BSY clear)
         test $0x80, %al
         jnz 4b
         mov $0x1F2, %dx
-        xor %al, %al                    # sector count 0 = 256
+        mov ${per & 0xFF}, %al          # sector count (0 = 256)
         out %al, %dx
         mov %ebx, %eax
         inc %dx                         # 0x1F3 LBA low
@@ -104,7 +108,7 @@ def _ata_pass(mib: int, write: bool) -> str:
         mov ${command:#x}, %al
         inc %dx                         # 0x1F7 command
         out %al, %dx
-        mov $256, %si
+        mov ${per}, %si
         push %si
 2:      mov $0x1F7, %dx
 3:      in %dx, %al
@@ -120,19 +124,20 @@ def _ata_pass(mib: int, write: bool) -> str:
         push %si
         jnz 2b
         pop %si
-        add $256, %ebx
+        add ${per}, %ebx
         dec %bp
         jnz 1b
 """
 
 
-def ata_sequential(mib: int, write: bool | None = None) -> bytes:
-    """Sequential ATA PIO transfer of ``mib`` MiB on the primary master (see _ata_pass):
-    ``write=None`` reads the whole range and then writes it, False only reads, True only
-    writes. POST code 0x01 just before the first command, 0x02 when the reads are done,
-    0x03 when the writes and a FLUSH CACHE are (the codes blkbench writes), `cli; hlt`."""
-    read_pass = _ata_pass(mib, write=False) if not write else ""
-    write_pass = (_ata_pass(mib, write=True) + """
+def ata_sequential(size: int, write: bool | None = None) -> bytes:
+    """Sequential ATA PIO transfer of ``size`` bytes on the primary master (see
+    _ata_pass): ``write=None`` reads the whole range and then writes it, False only
+    reads, True only writes. POST code 0x01 just before the first command, 0x02 when the
+    reads are done, 0x03 when the writes and a FLUSH CACHE are (the codes blkbench
+    writes), then `cli; hlt`."""
+    read_pass = _ata_pass(size, write=False) if not write else ""
+    write_pass = (_ata_pass(size, write=True) + """
         mov $0x1F7, %dx
         mov $0xE7, %al                  # FLUSH CACHE
         out %al, %dx

@@ -32,7 +32,7 @@ from unicorn import x86_const as X
 
 from bench.guests import (CHECKSUM_BODY, CRC_ITERATIONS, FIRST_INSTRUCTION, KERNELS,
                           LOOP_ITERATIONS, POST_READ_DONE, POST_START, POST_WRITE_DONE,
-                          ne2000_transmit)
+                          ata_sequential, ne2000_transmit)
 from hv.machine import DriveSpec, Machine, MachineConfig
 from guests.asm import assemble
 
@@ -242,96 +242,6 @@ def tagged_disk(path: Path, size: int) -> Path:
 
 
 # ---- disk ------------------------------------------------------------------------------------
-
-def _ata_pass(size: int, write: bool) -> str:
-    """One pass over the first ``size`` bytes of the primary master: READ/WRITE SECTORS
-    commands of up to 256 sectors (128 KiB), one `rep insw`/`rep outsw` per sector, to/from
-    the 512 bytes at 1000:0000 (bench/guests.py:_ata_pass, for sizes below 1 MiB too)."""
-    sectors = size // 512
-    per = min(256, sectors)
-    if sectors % per:
-        raise ValueError(f"{size} bytes is not a whole number of {per}-sector commands")
-    command = 0x30 if write else 0x20
-    transfer = ("xor %si, %si; push %ds; push %es; pop %ds; rep outsw; pop %ds" if write
-                else "xor %di, %di; rep insw")
-    return f"""
-        xor %ebx, %ebx                  # LBA
-        mov ${sectors // per}, %bp      # commands
-1:      mov $0x1F7, %dx
-4:      in %dx, %al                     # the previous command has finished (BSY clear)
-        test $0x80, %al
-        jnz 4b
-        mov $0x1F2, %dx
-        mov ${per & 0xFF}, %al          # sector count (0 = 256)
-        out %al, %dx
-        mov %ebx, %eax
-        inc %dx                         # 0x1F3 LBA low
-        out %al, %dx
-        shr $8, %eax
-        inc %dx
-        out %al, %dx
-        shr $8, %eax
-        inc %dx
-        out %al, %dx
-        shr $8, %eax
-        and $0x0F, %al
-        or $0xE0, %al                   # LBA, master
-        inc %dx
-        out %al, %dx
-        mov ${command:#x}, %al
-        inc %dx                         # 0x1F7 command
-        out %al, %dx
-        mov ${per}, %si
-        push %si
-2:      mov $0x1F7, %dx
-3:      in %dx, %al
-        test $0x80, %al                 # BSY
-        jnz 3b
-        test $0x08, %al                 # DRQ
-        jz 3b
-        mov $0x1F0, %dx
-        mov $256, %cx
-        {transfer}
-        pop %si
-        dec %si
-        push %si
-        jnz 2b
-        pop %si
-        add ${per}, %ebx
-        dec %bp
-        jnz 1b
-"""
-
-
-def ata_sequential(size: int, write: bool) -> bytes:
-    """Read (or write and FLUSH CACHE) ``size`` bytes; POST 0x01 before, 0x02 after the
-    reads, 0x03 after the writes, as blkbench (a read run times 1..2, a write run 2..3)."""
-    read_pass = "" if write else _ata_pass(size, write=False)
-    write_pass = (_ata_pass(size, write=True) + """
-        mov $0x1F7, %dx
-        mov $0xE7, %al                  # FLUSH CACHE
-        out %al, %dx
-5:      in %dx, %al
-        test $0x80, %al
-        jnz 5b
-""") if write else ""
-    return assemble(f"""
-        xor %ax, %ax
-        mov %ax, %ds
-        mov $0x1000, %ax
-        mov %ax, %es
-        mov ${POST_START}, %al
-        out %al, $0x80
-{read_pass}
-        mov ${POST_READ_DONE}, %al
-        out %al, $0x80
-{write_pass}
-        mov ${POST_WRITE_DONE}, %al
-        out %al, $0x80
-        cli
-        hlt
-""")
-
 
 def virtio_figures(vio: tuple[int, int, int], exits: Counter, total: int, what: str) -> dict:
     """Doorbells, chains per doorbell, and exits per batch (a batch = one doorbell)."""

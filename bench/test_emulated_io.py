@@ -38,7 +38,7 @@ def timed_run(config: MachineConfig) -> tuple[float, Machine]:
 @pytest.mark.parametrize("op", ["read", "write"])
 def test_ide_sequential(benchmark, tmp_path, op, mib):
     boot = tmp_path / "boot.img"
-    boot.write_bytes(ata_sequential(mib, write=(op == "write")))
+    boot.write_bytes(ata_sequential(mib * MiB, write=(op == "write")))
     disk = tmp_path / "disk.img"
     disk.write_bytes(bytes((mib + 1) * MiB))
     runs = []
