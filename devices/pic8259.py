@@ -69,13 +69,47 @@ CASCADE_IR = 2      # PC/AT: slave INT on master IR2
 AT_IRQ2_REDIRECT = 9
 
 
+class _Registers:
+    """IRR, ISR, IMR and the OCW3 read state of one chip. Plain attributes here; with
+    the C fast path bound they are the fields of a ``hv_pic_chip`` struct in C memory,
+    which C reads to answer the chip's ports itself: one copy, two readers."""
+
+    __slots__ = ("irr", "isr", "imr", "read_isr", "poll")
+
+    def __init__(self) -> None:
+        self.irr = self.isr = self.imr = self.read_isr = self.poll = 0
+
+
+def _register(name: str, flag: bool = False) -> property:
+    def get(self):
+        value = getattr(self._regs, name)
+        return bool(value) if flag else value
+
+    def put(self, value) -> None:
+        setattr(self._regs, name, int(value))
+    return property(get, put)
+
+
 class Pic8259:
     """One 8259A. Not a bus device: ``DualPic8259`` owns the ports."""
+
+    irr = _register("irr")
+    isr = _register("isr")
+    imr = _register("imr")
+    read_isr = _register("read_isr", flag=True)
+    poll = _register("poll", flag=True)
 
     def __init__(self, master: bool = True) -> None:
         self.master = master
         self.spurious = 0
+        self._regs = _Registers()
         self.reset()
+
+    def share(self, cstruct) -> None:
+        """Move the registers into ``cstruct`` (an ``hv_pic_chip``) for the C side."""
+        for name in _Registers.__slots__:
+            setattr(cstruct, name, getattr(self._regs, name))
+        self._regs = cstruct
 
     def reset(self) -> None:
         self.irr = 0
@@ -339,11 +373,6 @@ class DualPic8259(Device):
         self._update()
 
     def _update(self) -> None:
-        self._update_output()
-        if self._shadows is not None:
-            self._sync_shadows()
-
-    def _update_output(self) -> None:
         """Fold the slave's INT into master IR2 and tell the CPU side."""
         self.master.set_input(CASCADE_IR, self.slave.int_output)
         if self.on_intr is not None:
@@ -386,27 +415,12 @@ class DualPic8259(Device):
 
     # ---- the C fast path -----------------------------------------------------
 
-    _shadows = None
-
     def bind_fast(self, fast, port_of) -> None:
-        """Let C answer register reads (IMR, and IRR/ISR as OCW3 selects) from
-        values kept current after every state change; a pending poll command
-        (a read with side effects) goes to the model."""
-        self._fast = fast
-        self._shadows = [(off, fast.shadow(port_of(off))) for off in
-                         (0, 1, self.SLAVE_OFFSET, self.SLAVE_OFFSET + 1)]
-        self._sync_shadows()
-
-    def _sync_shadows(self) -> None:
-        for off, k in self._shadows:
-            chip = self._chip(off)
-            if off & 1:
-                value = chip.imr
-            elif chip.poll:
-                value = None
-            else:
-                value = chip.isr if chip.read_isr else chip.irr
-            self._fast.set_shadow(k, value)
+        """Let C answer register reads (IMR, and IRR/ISR as OCW3 selects) from the
+        chips' registers, which move into C memory; a poll command (a read with side
+        effects) still goes to the model."""
+        for index, chip, base in ((0, self.master, 0), (1, self.slave, self.SLAVE_OFFSET)):
+            chip.share(fast.pic_chip(index, [port_of(base), port_of(base + 1)]))
 
     def _chip(self, offset: int) -> Pic8259 | None:
         if offset in (0, 1):

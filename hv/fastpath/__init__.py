@@ -260,6 +260,13 @@ class CFastpath(_Base):
         self.ctl.clock_origin_ns = clock.host_time(0)
         return self.ctl.pit[channel]
 
+    def pic_chip(self, index: int, ports: list[int]):
+        """Serve byte reads of one 8259's two ports from its registers, which the
+        model keeps in the returned ``hv_pic_chip``."""
+        for a0, port in enumerate(ports):
+            self.ctl.ports[port].kind, self.ctl.ports[port].arg = PK_PIC, index * 2 + a0
+        return self.ctl.pic[index]
+
     def set_shadow(self, k: int, value: int | None) -> None:
         """``None``: the read has side effects now; send it to the model."""
         byte, bit = divmod(k, 8)
@@ -325,7 +332,7 @@ class Window:
             self.on_done()
 
 
-PK_NONE, PK_PY, PK_WINDOW, PK_SHADOW, PK_TXBUF, PK_PIT = range(6)
+PK_NONE, PK_PY, PK_WINDOW, PK_SHADOW, PK_TXBUF, PK_PIT, PK_PIC = range(7)
 
 
 def _machine_of(handle):

@@ -21,6 +21,7 @@ typedef struct {
     int32_t doorbell_active; uint32_t doorbells; uint64_t doorbell_count;
 } hv_mmio_region;
 typedef struct { int32_t valid; int32_t mode; int32_t rw; int32_t msb_next; int64_t load; int64_t n; } hv_pit_chan;
+typedef struct { uint8_t irr; uint8_t isr; uint8_t imr; uint8_t read_isr; uint8_t poll; } hv_pic_chip;
 typedef struct hv_ctl {
     volatile int32_t kick;
     volatile int32_t irq_pending;
@@ -41,6 +42,7 @@ typedef struct hv_ctl {
     int32_t doorbells_pending;
     hv_mmio_region mmio[16];
     hv_pit_chan pit[3];
+    hv_pic_chip pic[2];
     int64_t clock_origin_ns;
     ...;
 } hv_ctl;

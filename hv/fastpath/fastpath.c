@@ -198,6 +198,19 @@ uint32_t hv_port_in(void *uc, uint32_t port, int size, void *ud) {
             return c->shadow[s->arg];
         }
         break;
+    case PK_PIC:
+        if (size == 1) {            /* arg: chip * 2 + A0 */
+            hv_pic_chip *p = &c->pic[s->arg >> 1];
+            if (s->arg & 1) {
+                c->pio_count[s->dev]++;
+                return p->imr;      /* OCW1 reads back */
+            }
+            if (!p->poll) {
+                c->pio_count[s->dev]++;
+                return p->read_isr ? p->isr : p->irr;
+            }
+        }
+        break;
     case PK_PIT:
         if (size == 1 && c->pit[s->arg].valid) {
             c->pio_count[s->dev]++;

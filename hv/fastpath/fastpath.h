@@ -9,7 +9,8 @@ typedef int (*uc_reg_read_fn)(void *uc, int regid, void *value);
 typedef int (*uc_ctl_fn)(void *uc, int control, ...);
 
 enum { STOP_NONE, STOP_KICK, STOP_IRQ, STOP_HOST };
-enum { PK_NONE = 0, PK_PY = 1, PK_WINDOW = 2, PK_SHADOW = 3, PK_TXBUF = 4, PK_PIT = 5 };
+enum { PK_NONE = 0, PK_PY = 1, PK_WINDOW = 2, PK_SHADOW = 3, PK_TXBUF = 4, PK_PIT = 5,
+       PK_PIC = 6 };
 
 #define HV_MAX_DEVS 64
 #define HV_MAX_WINDOWS 8
@@ -45,6 +46,16 @@ typedef struct {
     int64_t load;           /* PIT tick at which the count was loaded */
     int64_t n;              /* full count */
 } hv_pit_chan;
+
+/* One 8259A's registers, owned here and used by the Python model as its own
+ * (devices/pic8259.py: Pic8259.share). */
+typedef struct {
+    uint8_t irr;
+    uint8_t isr;
+    uint8_t imr;
+    uint8_t read_isr;   /* OCW3: status reads return ISR */
+    uint8_t poll;       /* OCW3 poll command pending: the read acknowledges */
+} hv_pic_chip;
 
 struct hv_ctl;
 typedef struct {
@@ -90,6 +101,7 @@ typedef struct hv_ctl {
     int32_t doorbells_pending;
     hv_mmio_region mmio[HV_MAX_MMIO];
     hv_pit_chan pit[3];
+    hv_pic_chip pic[2];
     int64_t clock_origin_ns;        /* CLOCK_MONOTONIC at virtual time 0 */
 } hv_ctl;
 
