@@ -81,12 +81,46 @@ def _from_bcd(v: int) -> int:
     return (v >> 12 & 15) * 1000 + (v >> 8 & 15) * 100 + (v >> 4 & 15) * 10 + (v & 15)
 
 
+class _CountState:
+    """What a counter read needs: plain attributes here; with the C fast path bound,
+    the fields of an ``hv_pit_chan`` struct in C memory, from which C answers
+    counter reads itself (the read flip-flop then advances in one place)."""
+
+    __slots__ = ("mode", "rw", "load", "n", "msb_next", "valid")
+
+    def __init__(self) -> None:
+        self.mode = self.rw = self.load = self.n = self.msb_next = self.valid = 0
+
+
+def _shared(name: str, flag: bool = False) -> property:
+    def get(self):
+        value = getattr(self._state, name)
+        return bool(value) if flag else value
+
+    def put(self, value) -> None:
+        setattr(self._state, name, int(value))
+    return property(get, put)
+
+
 class Counter:
     """One counter; every method takes the current CLK tick ``t``."""
 
+    mode = _shared("mode")
+    rw = _shared("rw")
+    load = _shared("load")             # tick at which CE held the full count
+    n = _shared("n")                   # full count in CLK units (0 -> 65536/10000)
+    read_msb_next = _shared("msb_next", flag=True)
+
     def __init__(self, index: int) -> None:
         self.index = index
+        self._state = _CountState()
         self.reset()
+
+    def share(self, cstruct) -> None:
+        """Move the count state into ``cstruct`` (an ``hv_pit_chan``) for the C side."""
+        for name in _CountState.__slots__:
+            setattr(cstruct, name, getattr(self._state, name))
+        self._state = cstruct
 
     def reset(self) -> None:
         # Power-on: unprogrammed. No count, no OUT edge, reads as 0.
@@ -104,8 +138,8 @@ class Counter:
         self.status_latch: int | None = None
         self.gate = self.index != 2       # GATE0/1 tied high on the PC
         self.armed = False                # CE loaded and counting
-        self.load = 0                     # tick at which CE held the full count
-        self.n = 0                        # full count in CLK units (0 -> 65536/10000)
+        self.load = 0
+        self.n = 0
         self.frozen: int | None = None    # elapsed ticks while the gate holds counting
         self.idle_count = 0
         self.idle_out = False
@@ -386,34 +420,30 @@ class Pit8254(SharedStateDevice):
 
     # ---- the C fast path -----------------------------------------------------
 
-    _fast_chans = None
-
     def bind_fast(self, fast, port_of) -> None:
         """Let C answer counter reads of channels in mode 2 or 3 with no latch
-        pending (programs polling the count, seeding random numbers); the
-        channel's read flip-flop is shared with C while it does."""
-        self._fast_chans = [fast.pit_channel(port_of(i), i, self.clock) for i in range(3)]
+        pending (programs polling the count, seeding random numbers) from the
+        counters' count state, which moves into C memory."""
+        for i, c in enumerate(self.counters):
+            c.share(fast.pit_channel(port_of(i), i, self.clock))
         self._bound = True
         self._push()
 
     def _pull(self) -> None:
-        for c, f in zip(self.counters, self._fast_chans):
-            if f.valid:
-                c.read_msb_next = bool(f.msb_next)
-                f.valid = 0
+        for c in self.counters:
+            c._state.valid = 0
 
     def _push(self) -> None:
+        """Tell C which counters it may read: the count follows from the shared
+        state alone (no latch, reload pending, BCD or held gate)."""
         t = self._now_tick()
-        for c, f in zip(self.counters, self._fast_chans):
+        for c in self.counters:
             c._sync(t)
-            simple = (c.programmed and c.armed and c.mode in PERIODIC and not c.bcd
-                      and c.ol is None and c.status_latch is None and c.frozen is None
-                      and c.pending is None and c.gate and c.rw in (RW_LSB, RW_MSB, RW_LSB_MSB)
-                      and c.n > 0 and self.clock._paused_at is None)
-            if simple:
-                f.mode, f.rw, f.load, f.n = c.mode, c.rw, c.load, c.n
-                f.msb_next = 1 if c.read_msb_next else 0
-                f.valid = 1
+            c._state.valid = int(
+                c.programmed and c.armed and c.mode in PERIODIC and not c.bcd
+                and c.ol is None and c.status_latch is None and c.frozen is None
+                and c.pending is None and c.gate and c.rw in (RW_LSB, RW_MSB, RW_LSB_MSB)
+                and c.n > 0 and self.clock._paused_at is None)
 
     # ---- ports ---------------------------------------------------------------
 

@@ -35,14 +35,14 @@ typedef struct {
     uint32_t sizes;     /* access sizes served here: bit n = n-byte accesses */
 } hv_window;
 
-/* An 8254 counter in mode 2 or 3, read without a latch: C derives the count
- * from the clock exactly as devices/pit8254.py does; the read flip-flop lives
- * here while ``valid`` (the model pulls it back before it acts). */
+/* An 8254 counter's count state, owned here and used by the Python model as its
+ * own (devices/pit8254.py: Counter.share). In mode 2 or 3 with no latch pending
+ * (``valid``), C derives the count from the clock exactly as the model does. */
 typedef struct {
-    int32_t valid;
+    int32_t valid;          /* the model says the count follows from this alone */
     int32_t mode;
     int32_t rw;
-    int32_t msb_next;
+    int32_t msb_next;       /* the read flip-flop */
     int64_t load;           /* PIT tick at which the count was loaded */
     int64_t n;              /* full count */
 } hv_pit_chan;
