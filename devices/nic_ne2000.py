@@ -333,7 +333,8 @@ class Ne2000(SharedStateDevice):
 
     def _read(self, offset: int, size: int) -> int:
         if offset == DATA_PORT:
-            # Hot path (rep insw): one word of remote DMA, inlined.
+            # One byte or word of remote DMA (under the C dispatch, word-mode
+            # transfers are served in C from card memory and do not come here).
             if size == 4:
                 return self._dma_read32()
             m = self._mem
@@ -347,17 +348,7 @@ class Ne2000(SharedStateDevice):
                 v = m[a]
                 a += 1
                 n = 1
-            # _dma_advance, inlined
-            if a == self.pstop << 8:
-                a = self.pstart << 8
-            self.rsar = a & 0xFFFF
-            c = self.rbcr - n
-            if c > 0:
-                self.rbcr = c
-            else:
-                self.rbcr = 0
-                self.isr |= _RDC
-                self._update_irq()
+            self._dma_advance(a, n)
             return v
         if size > 1 and offset & (size - 1):
             return 0                       # QEMU's I/O core rejects unaligned accesses: reads 0
@@ -390,17 +381,7 @@ class Ne2000(SharedStateDevice):
                     self._mem[a] = value & 0xFF
                 a += 1
                 n = 1
-            # _dma_advance, inlined (rbcr > 0 here)
-            if a == self.pstop << 8:
-                a = self.pstart << 8
-            self.rsar = a & 0xFFFF
-            c = self.rbcr - n
-            if c > 0:
-                self.rbcr = c
-            else:
-                self.rbcr = 0
-                self.isr |= _RDC
-                self._update_irq()
+            self._dma_advance(a, n)
             return
         if size == 1 and offset < NIC_REGS:
             self._reg_write(offset, value & 0xFF)
