@@ -31,7 +31,7 @@ from __future__ import annotations
 import struct
 from enum import IntEnum, IntFlag
 
-from devices.base import Device, IrqLine, NullIrq, PortRange, SharedStateDevice
+from devices.base import IrqLine, NullIrq, PortRange, SharedStateDevice
 from devices import disk_store
 from devices.disk_store import OUT_OF_RANGE, SECTOR, Disk, DiskError
 

@@ -7,7 +7,6 @@ vector and returns a ``RunResult`` (exit code and the reason the run ended).
 from __future__ import annotations
 
 import re
-import sys
 import threading
 import time
 from collections import deque

@@ -15,10 +15,6 @@ Design (measured in ../shared/notes/unicorn-x86.md):
 from __future__ import annotations
 
 import ctypes
-import struct
-import sys
-import threading
-import time
 from typing import TYPE_CHECKING, Callable
 
 from unicorn import (UC_ARCH_X86, UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_INTR,

@@ -26,12 +26,7 @@ keeps running.
 from __future__ import annotations
 
 from enum import IntFlag
-from typing import TYPE_CHECKING
-
 from hv.virtio.queue import Chain, VirtioStats, Virtqueue, VirtqueueError
-
-if TYPE_CHECKING:
-    from hv.virtio.mmio import VirtioMmio
 
 # Device IDs (§5).
 VIRTIO_ID_NET = 1
