@@ -12,8 +12,8 @@ from unicorn import x86_const as X
 
 from devices.bios_common import e820_map
 from hv import boot
-from hv.boot import (BOOT_MAGIC, BOOTINFO_ADDR, BOOTINFO_MAGIC, CMDLINE_ADDR, GDT_ADDR, HEADER,
-                     HC_EFAULT, DirectBoot, KernelImageError, load_kernel)
+from hv.boot import (BOOT_MAGIC, BOOTINFO_ADDR, BOOTINFO_MAGIC, GDT_ADDR, HEADER, HC_EFAULT,
+                     KernelImageError, load_kernel)
 from hv.machine import DriveSpec, Machine, MachineConfig
 from tests.asm import assemble
 from tests.conftest import needs_binutils
