@@ -28,6 +28,22 @@
 #define EBDA_SAVED_ESP 0x04
 #define EBDA_SAVED_SS 0x08
 #define EBDA_SAVED_GDT 0x0A
+
+/* Leave 32-bit protected mode from 16-bit code: reload every segment with a
+ * 64 KiB real-mode-like descriptor before clearing PE (so no 4 GiB limit leaks
+ * into real mode), then far-jump to \target in segment F000. */
+.macro LEAVE_PM target
+    movw $SEL_DATA16, %ax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %fs
+    movw %ax, %gs
+    movw %ax, %ss
+    movl %cr0, %eax
+    andb $0xfe, %al
+    movl %eax, %cr0
+    ljmp $0xF000, $OFF(\target)
+.endm
 #define EBDA_STACK_TOP 0x800
 
 #define TICKS_PER_DAY 0x1800B0
@@ -86,18 +102,7 @@ pm_entry:
 
     .code16
 pm_exit16:
-    /* Reload every segment with a 64 KiB real-mode-like descriptor before
-     * clearing PE, so no 4 GiB limit leaks into real mode. */
-    movw $SEL_DATA16, %ax
-    movw %ax, %ds
-    movw %ax, %es
-    movw %ax, %fs
-    movw %ax, %gs
-    movw %ax, %ss
-    movl %cr0, %eax
-    andb $0xfe, %al
-    movl %eax, %cr0
-    ljmp $0xF000, $OFF(rm_return)
+    LEAVE_PM rm_return
 rm_return:
     xorw %ax, %ax
     movw %ax, %ds
@@ -399,17 +404,8 @@ entry_int1a:
  * (IRQ 1's goes through call32) would reuse the EBDA stack we are on; a key
  * pressed meanwhile waits in the PIC's IRR and is delivered afterwards. */
 rm_wait16:
-    movw $SEL_DATA16, %ax
-    movw %ax, %ds
-    movw %ax, %es
-    movw %ax, %fs
-    movw %ax, %gs
-    movw %ax, %ss
-    movl %cr0, %eax
-    andb $0xfe, %al
-    movl %eax, %cr0
-    ljmp $0xF000, $OFF(1f)
-1:  xorw %ax, %ax
+    LEAVE_PM rm_wait_real
+rm_wait_real:  xorw %ax, %ax
     movw %ax, %ds
     movzwl 0x40e, %eax
     movw %ax, %ss
