@@ -42,16 +42,17 @@ TIGHT_BODY = f"""
 KERNELS = {"checksum": CHECKSUM_BODY, "tight": TIGHT_BODY}
 
 
-def boot_sector(kernel: str) -> bytes:
-    """The kernel as a boot sector: interrupts on (the timer runs), a POST code
-    0x01 when the kernel starts (the benchmark times from that write), then cli; hlt."""
+def boot_sector(kernel: str, body: str | None = None) -> bytes:
+    """The kernel (or ``body``, its source with other parameters) as a boot sector:
+    interrupts on (the timer runs), a POST code 0x01 when the kernel starts (the
+    benchmark times from that write), then cli; hlt."""
     return assemble("""
         xor %ax, %ax
         mov %ax, %ds
         sti
         mov $1, %al
         out %al, $0x80
-""" + KERNELS[kernel] + """
+""" + (KERNELS[kernel] if body is None else body) + """
         cli
         hlt
 """)

@@ -30,7 +30,7 @@ from pathlib import Path
 from unicorn import UC_ARCH_X86, UC_MODE_32, Uc
 from unicorn import x86_const as X
 
-from bench.guests import (CHECKSUM_BODY, CRC_ITERATIONS, FIRST_INSTRUCTION, KERNELS,
+from bench.guests import (CHECKSUM_BODY, boot_sector, CRC_ITERATIONS, FIRST_INSTRUCTION, KERNELS,
                           LOOP_ITERATIONS, POST_READ_DONE, POST_START, POST_WRITE_DONE,
                           ata_sequential, ne2000_transmit)
 from hv.machine import DriveSpec, Machine, MachineConfig
@@ -419,17 +419,8 @@ def kernel_body(kernel: str, iterations: int | None = None) -> str:
 
 
 def kernel_boot_sector(kernel: str, iterations: int | None = None) -> bytes:
-    """bench/guests.py:boot_sector with ``iterations``: sti, POST 0x01, the kernel, cli; hlt."""
-    return assemble("""
-        xor %ax, %ax
-        mov %ax, %ds
-        sti
-        mov $1, %al
-        out %al, $0x80
-""" + kernel_body(kernel, iterations) + """
-        cli
-        hlt
-""")
+    """bench/guests.py:boot_sector with ``iterations``."""
+    return boot_sector(kernel, kernel_body(kernel, iterations))
 
 
 def kernel_bare(kernel: str, iterations: int | None = None) -> bytes:

@@ -88,6 +88,28 @@ class Device:
         """Return every register to its power-on value."""
 
 
+class ByteRegisterDevice(Device):
+    """A device of 8-bit registers: a wider access is what the ISA bus makes of it,
+    byte cycles at successive ports (low byte first). Subclasses implement
+    ``_byte_read(offset)`` / ``_byte_write(offset, value)``."""
+
+    def read(self, offset: int, size: int) -> int:
+        value = 0
+        for i in range(max(1, min(size, 4))):
+            value |= self._byte_read(offset + i) << (8 * i)
+        return value
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        for i in range(max(1, min(size, 4))):
+            self._byte_write(offset + i, value >> (8 * i) & 0xFF)
+
+    def _byte_read(self, offset: int) -> int:
+        return 0xFF
+
+    def _byte_write(self, offset: int, value: int) -> None:
+        pass
+
+
 class SharedStateDevice(Device):
     """A device some of whose registers the C fast path may serve (``bind_fast``).
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 from typing import Callable, Sequence
 
-from devices.base import Device, IrqLine, NullIrq, PortRange
+from devices.base import ByteRegisterDevice, IrqLine, NullIrq, PortRange
 from devices.disk_store import SECTOR, Disk, DiskError
 
 DMA_CHANNEL = 2
@@ -224,7 +224,7 @@ class _Xfer:
     mfm: bool
 
 
-class Fdc82077(Device):
+class Fdc82077(ByteRegisterDevice):
     name = "fdc"
     ports = (PortRange(0x3F0, 6, 0), PortRange(0x3F7, 1, 7))
     irq = 6
@@ -313,17 +313,7 @@ class Fdc82077(Device):
         self._int_result = True
         self._update_irq()
 
-    # -- port access ----------------------------------------------------------------
-    def read(self, offset: int, size: int) -> int:
-        v = 0
-        for i in range(max(1, min(size, 4))):
-            v |= self._byte_read(offset + i) << (8 * i)
-        return v
-
-    def write(self, offset: int, size: int, value: int) -> None:
-        for i in range(max(1, min(size, 4))):
-            self._byte_write(offset + i, value >> (8 * i) & 0xFF)
-
+    # -- port access (ByteRegisterDevice splits wide accesses into byte cycles) -----
     def _selected(self) -> Drive:
         return self.drives[self.dor & Dor.DRIVE_SEL]
 

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 from enum import IntEnum, IntFlag
 
-from devices.base import Device, PortRange
+from devices.base import ByteRegisterDevice, PortRange
 from hv.memory import GuestMemory, GuestMemoryError
 
 # Register numbers inside one controller.
@@ -205,7 +205,7 @@ _WRITES = {
 }
 
 
-class Dma8237(Device):
+class Dma8237(ByteRegisterDevice):
     name = "dma"
     ports = (PortRange(DMA1_BASE, 0x10, DMA1_BASE),
              PortRange(PAGE_BASE, PAGE_END - PAGE_BASE, PAGE_BASE),
@@ -249,17 +249,6 @@ class Dma8237(Device):
             self.page[off - 0x80] = v & 0xFF
         elif DMA2_BASE <= off < DMA2_BASE + 0x20:
             self.dma2.write((off - DMA2_BASE) >> 1, v)
-
-    # A wider access is what the ISA bus makes of it: byte cycles at successive ports.
-    def read(self, offset: int, size: int) -> int:
-        v = 0
-        for i in range(max(1, min(size, 4))):
-            v |= self._byte_read(offset + i) << (8 * i)
-        return v
-
-    def write(self, offset: int, size: int, value: int) -> None:
-        for i in range(max(1, min(size, 4))):
-            self._byte_write(offset + i, value >> (8 * i) & 0xFF)
 
     # -- what devices call ------------------------------------------------------------
     def write_to_memory(self, channel: int, data: bytes) -> int:
