@@ -2,7 +2,7 @@
 
 Runs a loop whose translated block holds N one-byte loads and 20 register adds, on
 bare Unicorn with no hooks and with hv's C block hook registered (nothing else), and
-prints the extra nanoseconds per block. Run: python -m bench.block_hook_cost
+prints the extra nanoseconds per block. Run: python -m hv.bench.block_hook_cost
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 from unicorn import UC_ARCH_X86, UC_MODE_32, Uc
 from unicorn import x86_const as X
 
-from guests.asm import assemble
+from hv.guests.asm import assemble
 from hv import fastpath
 
 ITERATIONS = 5_000_000

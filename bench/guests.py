@@ -2,7 +2,7 @@
 hv and on bare Unicorn)."""
 from __future__ import annotations
 
-from guests.asm import assemble
+from hv.guests.asm import assemble
 
 LOOP_ITERATIONS = 5_000_000   # tight loop: x8 iterations
 

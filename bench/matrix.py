@@ -30,11 +30,11 @@ from pathlib import Path
 from unicorn import UC_ARCH_X86, UC_MODE_32, Uc
 from unicorn import x86_const as X
 
-from bench.guests import (CHECKSUM_BODY, boot_sector, CRC_ITERATIONS, FIRST_INSTRUCTION, KERNELS,
+from hv.bench.guests import (CHECKSUM_BODY, boot_sector, CRC_ITERATIONS, FIRST_INSTRUCTION, KERNELS,
                           LOOP_ITERATIONS, POST_READ_DONE, POST_START, POST_WRITE_DONE,
                           ata_sequential, ne2000_transmit)
 from hv.machine import DriveSpec, Machine, MachineConfig
-from guests.asm import assemble
+from hv.guests.asm import assemble
 
 KiB, MiB = 1 << 10, 1 << 20
 PAGE = 4096
@@ -213,7 +213,7 @@ def exit_cost(dispatch: str, n: int = 1_000_000, repeats: int = 3, tmp: Path | N
 @functools.cache
 def built_dir() -> Path:
     """blkbench and netbench built fresh from guests/src (as guests/build.py does)."""
-    from guests.build import TARGETS, build_target
+    from hv.guests.build import TARGETS, build_target
     out = Path(tempfile.mkdtemp(prefix="hv-bench-guests-"))
     for target in TARGETS:
         if target.name in ("blkbench", "netbench"):
@@ -503,7 +503,7 @@ def machines(n: int, guest: str = "hello", dispatch: str = "c", warm_up: bool = 
     RSS growth / n - the guest RAM pages the guest touched (mean). With ``warm_up`` one
     machine is built and run first, kept alive through the measurement and not counted,
     so one-time costs (the engine's first allocations, imports) stay out of the figure."""
-    import guests
+    from hv import guests
     img = str(guests.image_path(guest))
     warm = None
     if warm_up:                          # load the engine and fill the allocator's caches
@@ -551,7 +551,7 @@ def python_heap_per_machine(k: int = 3, guest: str = "hello", dispatch: str = "c
     """MiB of Python objects one machine keeps (tracemalloc over ``k`` machines built and
     run after a warm-up one): the share of the per-machine overhead that is Python's."""
     import tracemalloc
-    import guests
+    from hv import guests
     img = str(guests.image_path(guest))
     cfg = lambda: MachineConfig(fda=DriveSpec(img, readonly=True), dispatch=dispatch, timeout=60)
     warm = Machine(cfg())
@@ -579,11 +579,9 @@ def machines_in_subprocess(n: int, guest: str = "hello", dispatch: str = "c",
     import json
     import subprocess
     import sys
-    root = Path(__file__).resolve().parent.parent
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(root)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-    p = subprocess.run([sys.executable, "-m", "bench.matrix", "machines", str(n), guest, dispatch],
-                       capture_output=True, text=True, timeout=timeout, env=env, cwd=root)
+    # The installed hv, run from a neutral folder so no checkout shadows it.
+    p = subprocess.run([sys.executable, "-m", "hv.bench.matrix", "machines", str(n), guest, dispatch],
+                       capture_output=True, text=True, timeout=timeout, cwd=tempfile.gettempdir())
     if p.returncode != 0:
         return {"machines": 0, "asked": n, "error": (p.stderr.strip().splitlines() or ["?"])[-1]
                 + f" (exit status {p.returncode})"}
@@ -599,7 +597,7 @@ def _main(argv: list[str]) -> int:
             f["python_heap_mib_per_machine"] = python_heap_per_machine(3, guest, dispatch)
         print(json.dumps(f))
         return 0
-    print("usage: python -m bench.matrix machines N GUEST DISPATCH", flush=True)
+    print("usage: python -m hv.bench.matrix machines N GUEST DISPATCH", flush=True)
     return 2
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from bench import matrix
+from hv.bench import matrix
 
 KiB, MiB = 1 << 10, 1 << 20
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.guests import FIRST_INSTRUCTION
+from hv.bench.guests import FIRST_INSTRUCTION
 from hv.machine import BIOS_STYLES, DriveSpec, Machine, MachineConfig
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.guests import bare, boot_sector
-from bench.matrix import run_bare, run_hv  # noqa: F401 (shared with `hv bench`)
+from hv.bench.guests import bare, boot_sector
+from hv.bench.matrix import run_bare, run_hv  # noqa: F401 (shared with `hv bench`)
 
 
 @pytest.mark.parametrize("kernel", ["checksum", "tight"])

@@ -20,7 +20,7 @@ prints the side-by-side table and the ratios the issue asks for (virtio vs IDE r
 MB/s at 16 MiB: >= 1 GB/s and >= 100x; at most one exit per request batch).
 
     python -m pytest bench/test_devices.py --benchmark-only -s
-    python -m bench.test_devices            # the same table without pytest
+    python -m hv.bench.test_devices            # the same table without pytest
 """
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import matrix
-from bench.matrix import MiB, Mark, Run, marked_run, patched_image  # noqa: F401 (re-exported)
+from hv.bench import matrix
+from hv.bench.matrix import MiB, Mark, Run, marked_run, patched_image  # noqa: F401 (re-exported)
 
 NET_FRAMES = {"ne2000": 2000, "virtio": 20000}
 

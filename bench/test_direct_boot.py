@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.guests import FIRST_INSTRUCTION
+from hv.bench.guests import FIRST_INSTRUCTION
 from hv.machine import DriveSpec, Machine, MachineConfig
 
 KERNEL_FIRST_INSTRUCTION = b"\xf4"     # hlt, entered at 0008:00100000

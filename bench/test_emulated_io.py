@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from bench.guests import ata_sequential, ne2000_transmit
+from hv.bench.guests import ata_sequential, ne2000_transmit
 from hv.machine import DriveSpec, Machine, MachineConfig
 
 MiB = 1 << 20

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import report
+from hv.bench import report
 from hv import fastpath
 
 PROFILE = report.QUICK if os.environ.get("HV_BENCH_QUICK") else report.FULL

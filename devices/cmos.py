@@ -24,7 +24,7 @@ import time
 from enum import IntEnum, IntFlag
 from typing import Callable
 
-from devices.base import Device, IrqLine, NullIrq, PortRange
+from hv.devices.base import Device, IrqLine, NullIrq, PortRange
 from hv.clock import NS_PER_S, Clock, Timer
 
 KiB = 1024

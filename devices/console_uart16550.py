@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import deque
 from enum import IntEnum, IntFlag
 
-from devices.base import Device, NullIrq, PortRange, Sink
+from hv.devices.base import Device, NullIrq, PortRange, Sink
 from hv.clock import NS_PER_S, Clock, Timer
 
 # Register offsets (DLAB selects the divisor latch at 0 and 1).

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from devices.base import Device, PortRange, Sink
+from hv.devices.base import Device, PortRange, Sink
 
 DEBUGCON_PORT = 0xE9
 DEBUGCON_READBACK = 0xE9  # Bochs/QEMU answer: the port number, for detection

@@ -44,8 +44,8 @@ from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 from typing import Callable, Sequence
 
-from devices.base import ByteRegisterDevice, IrqLine, NullIrq, PortRange
-from devices.disk_store import SECTOR, Disk, DiskError
+from hv.devices.base import ByteRegisterDevice, IrqLine, NullIrq, PortRange
+from hv.devices.disk_store import SECTOR, Disk, DiskError
 
 DMA_CHANNEL = 2
 VERSION_82077AA = 0x90

@@ -31,9 +31,9 @@ from __future__ import annotations
 import struct
 from enum import IntEnum, IntFlag
 
-from devices.base import IrqLine, NullIrq, PortRange, SharedStateDevice
-from devices import disk_store
-from devices.disk_store import OUT_OF_RANGE, SECTOR, Disk, DiskError
+from hv.devices.base import IrqLine, NullIrq, PortRange, SharedStateDevice
+from hv.devices import disk_store
+from hv.devices.disk_store import OUT_OF_RANGE, SECTOR, Disk, DiskError
 
 IO_ERROR = getattr(disk_store, "IO_ERROR", -1)   # the host file failed (EIO, ENOSPC)
 

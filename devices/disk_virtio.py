@@ -34,11 +34,11 @@ import struct
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from devices.disk_store import SECTOR, DiskError
+from hv.devices.disk_store import SECTOR, DiskError
 from hv.virtio import VIRTIO_ID_BLOCK, VirtioDevice, VirtqueueError
 
 if TYPE_CHECKING:
-    from devices.disk_store import Disk
+    from hv.devices.disk_store import Disk
     from hv.virtio.queue import Chain
 
 # Feature bits (§5.2.3).

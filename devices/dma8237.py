@@ -47,7 +47,7 @@ from __future__ import annotations
 
 from enum import IntEnum, IntFlag
 
-from devices.base import ByteRegisterDevice, PortRange
+from hv.devices.base import ByteRegisterDevice, PortRange
 from hv.memory import GuestMemory, GuestMemoryError
 
 # Register numbers inside one controller.

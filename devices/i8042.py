@@ -26,7 +26,7 @@ from collections import deque
 from enum import IntFlag
 from typing import Callable
 
-from devices.base import Device, IrqLine, NullIrq, PortRange
+from hv.devices.base import Device, IrqLine, NullIrq, PortRange
 
 
 class Status(IntFlag):

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from enum import IntFlag
 
-from devices.base import NullIrq, PortRange, SharedStateDevice
+from hv.devices.base import NullIrq, PortRange, SharedStateDevice
 
 # ---- board (NE2000 ASIC) ----------------------------------------------------
 

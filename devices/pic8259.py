@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from devices.base import Device, PortRange
+from hv.devices.base import Device, PortRange
 
 # ICW1 bits (written to the even port with D4 = 1).
 ICW1_IC4 = 0x01     # ICW4 follows

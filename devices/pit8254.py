@@ -21,7 +21,7 @@ from port 0x61 (offset 0x21 here), which also shows OUT2 and the refresh toggle.
 """
 from __future__ import annotations
 
-from devices.base import IrqLine, NullIrq, PortRange, SharedStateDevice
+from hv.devices.base import IrqLine, NullIrq, PortRange, SharedStateDevice
 from hv.clock import NS_PER_S, Clock, Timer
 
 PIT_HZ = 1_193_182          # the PC's 14.31818 MHz crystal / 12

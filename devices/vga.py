@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 from typing import Callable
 
-from devices.base import Device, PortRange
-from devices.vga_font import FONT8X16
+from hv.devices.base import Device, PortRange
+from hv.devices.vga_font import FONT8X16
 from hv.clock import NS_PER_S, Clock
 
 PORT_BASE = 0x3C0

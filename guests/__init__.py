@@ -1,4 +1,4 @@
-"""Guest programs: raw boot-disk images built from ``guests/src`` by ``python -m guests.build``.
+"""Guest programs: raw boot-disk images built from ``guests/src`` by ``python -m hv.guests.build``.
 
 Each image is a boot sector (0x55AA, loaded at 0000:7C00 with DL = boot drive) plus any
 further sectors it loads itself; its length is a multiple of 512 bytes.
@@ -12,10 +12,33 @@ IMAGES_DIR = Path(__file__).resolve().parent / "images"
 
 def names() -> list[str]:
     """The guest image names, in build order (e.g. "hello", "bioscheck")."""
-    # Imported here, not at the top, so `python -m guests.build` doesn't import itself twice.
-    from guests.build import TARGETS
+    # Imported here, not at the top, so `python -m hv.guests.build` doesn't import itself twice.
+    from hv.guests.build import TARGETS
 
     return [t.name for t in TARGETS]
+
+
+def kernel_names() -> list[str]:
+    """The direct-boot kernels (``hv run --kernel NAME``), in build order."""
+    from hv.guests.build import KERNEL_TARGETS
+
+    return [t.name for t in KERNEL_TARGETS]
+
+
+def kernel_path(name: str) -> Path:
+    """Path of the committed ELF of kernel ``name`` (ValueError if there is no such kernel)."""
+    if name not in kernel_names():
+        raise ValueError(f"unknown kernel {name!r}; known: {', '.join(kernel_names())}")
+    return IMAGES_DIR / f"{name}.elf"
+
+
+def descriptions() -> dict[str, tuple[str, str]]:
+    """name -> (kind, one-line description) for every built-in guest and kernel."""
+    from hv.guests.build import KERNEL_TARGETS, TARGETS
+
+    out = {t.name: ("disk", t.description) for t in TARGETS}
+    out.update({t.name: ("kernel", t.description) for t in KERNEL_TARGETS})
+    return out
 
 
 def image_path(name: str) -> Path:

@@ -1,7 +1,7 @@
 """Build every guest image (and the firmware other packages provide) with one command.
 
-    python -m guests.build              # rebuild guests/images/*.img and the firmware
-    python -m guests.build --out DIR    # write the guest images to DIR instead
+    python -m hv.guests.build              # rebuild guests/images/*.img and the firmware
+    python -m hv.guests.build --out DIR    # write the guest images to DIR instead
 
 Guests are built with GNU binutils (``as --32`` on ``.code16`` sources, ``ld -m elf_i386``
 straight to a flat binary) and, for bioscheck's checks, ``gcc -m16 -ffreestanding``.
@@ -50,6 +50,7 @@ class Target:
     # A linker script in src/, or None for a single sector linked at 0x7C00.
     linker_script: str | None = None
     depends: tuple[str, ...] = field(default=())  # included files, for documentation
+    description: str = ""                          # one line, for `hv list`
 
 
 # Every C guest's boot sector and base; the hardware tests add cguest.h to the base.
@@ -58,31 +59,43 @@ _CGUEST = _BOOT + ("cguest.h",)
 _VIRTIO = _CGUEST + ("virtio.h",)
 
 TARGETS: tuple[Target, ...] = (
-    Target("hello", ("hello.S",), depends=("macros.inc", "common.inc")),
-    Target("timer", ("timer.S",), depends=("macros.inc", "common.inc")),
-    Target("keyecho", ("keyecho.S",), depends=("macros.inc", "common.inc")),
+    Target("hello", ("hello.S",), depends=("macros.inc", "common.inc"),
+           description="prints a greeting on serial and screen, then halts"),
+    Target("timer", ("timer.S",), depends=("macros.inc", "common.inc"),
+           description="counts PIT ticks through IRQ 0 and the BIOS tick count"),
+    Target("keyecho", ("keyecho.S",), depends=("macros.inc", "common.inc"),
+           description="echoes keystrokes (INT 16h) back to the screen and serial"),
     Target("bioscheck", ("bioscheck_boot.S", "bioscheck.c"), linker_script="bioscheck.ld",
-           depends=_BOOT),
+           depends=_BOOT,
+           description="BIOS conformance: 43 INT 10h/13h/15h/16h/1Ah checks print PASS/FAIL"),
     # Hardware tests: C on a shared boot stage; they drive the devices by port I/O.
     Target("disktest", ("cguest_boot.S", "disktest.c"), linker_script="cguest.ld",
-           depends=_CGUEST + ("disktest_common.h",)),
+           depends=_CGUEST + ("disktest_common.h",),
+           description="ATA PIO driver: reads, writes and checksums the scratch disk on IDE"),
     Target("nettest", ("cguest_boot.S", "nettest.c"), linker_script="cguest.ld",
-           depends=_CGUEST + ("ne2000.h", "ipv4.h")),
+           depends=_CGUEST + ("ne2000.h", "ipv4.h"),
+           description="NE2000 driver: ARP and ping to the gateway 10.0.2.2"),
     # nettest's peer on a virtual switch: plays its gateway 10.0.2.2 and pings it back.
     Target("netpeer", ("cguest_boot.S", "netpeer.c"), linker_script="cguest.ld",
-           depends=_CGUEST + ("ne2000.h", "ipv4.h")),
+           depends=_CGUEST + ("ne2000.h", "ipv4.h"),
+           description="nettest's peer on a switch: answers as 10.0.2.2 and pings back"),
     # The same work on the synthetic virtio devices (virtio-mmio slots at 0xD0000).
     Target("disktest-virtio", ("cguest_boot.S", "virtio_irq.S", "disktest_virtio.c"),
-           linker_script="cguest.ld", depends=_VIRTIO + ("disktest_common.h",)),
+           linker_script="cguest.ld", depends=_VIRTIO + ("disktest_common.h",),
+           description="disktest's work on virtio-blk (synthetic disk)"),
     Target("nettest-virtio", ("cguest_boot.S", "virtio_irq.S", "nettest_virtio.c"),
-           linker_script="cguest.ld", depends=_VIRTIO + ("ipv4.h",)),
+           linker_script="cguest.ld", depends=_VIRTIO + ("ipv4.h",),
+           description="nettest's work on virtio-net (synthetic NIC)"),
     Target("balloontest", ("cguest_boot.S", "virtio_irq.S", "balloontest.c"),
-           linker_script="cguest.ld", depends=_VIRTIO),
+           linker_script="cguest.ld", depends=_VIRTIO,
+           description="virtio-balloon: gives 8 MiB back to the host"),
     # Device benchmarks (bench/test_devices.py): virtio-blk and virtio-net throughput.
     Target("blkbench", ("cguest_boot.S", "virtio_irq.S", "blkbench.c"),
-           linker_script="cguest.ld", depends=_VIRTIO),
+           linker_script="cguest.ld", depends=_VIRTIO,
+           description="virtio-blk throughput benchmark guest"),
     Target("netbench", ("cguest_boot.S", "virtio_irq.S", "netbench.c"),
-           linker_script="cguest.ld", depends=_VIRTIO),
+           linker_script="cguest.ld", depends=_VIRTIO,
+           description="virtio-net transmit benchmark guest"),
 )
 
 # Direct-boot kernels (``hv run --kernel``, hv/boot.py): 32-bit C and as, linked as an
@@ -99,20 +112,23 @@ class KernelTarget:
     linker_script: str = "kernels/kernel.ld"
     defines: tuple[str, ...] = field(default=())
     depends: tuple[str, ...] = field(default=())
+    description: str = ""
 
 
 _HELLO = ("kernels/entry.S", "kernels/hellokernel.c")
 KERNEL_TARGETS: tuple[KernelTarget, ...] = (
-    KernelTarget("hellokernel", _HELLO, depends=("kernels/hvboot.h",)),
+    KernelTarget("hellokernel", _HELLO, depends=("kernels/hvboot.h",),
+                 description="direct-boot kernel: prints its boot information, powers off"),
     # The same kernel ending in cli; hlt instead of the power-off hypercall.
-    KernelTarget("haltkernel", _HELLO, defines=("END_WITH_HLT",), depends=("kernels/hvboot.h",)),
+    KernelTarget("haltkernel", _HELLO, defines=("END_WITH_HLT",), depends=("kernels/hvboot.h",),
+                 description="hellokernel ending in cli; hlt instead of the power-off call"),
 )
 
 # Modules with ``build(outdir=None) -> list[Path]`` that build other firmware into their
 # own package directories. Optional: they are written elsewhere and may not exist yet.
 FIRMWARE_BUILDERS: tuple[str, ...] = (
-    "devices.bios_emulated.build",
-    "devices.bios_synthetic.build",
+    "hv.devices.bios_emulated.build",
+    "hv.devices.bios_synthetic.build",
 )
 
 
@@ -200,7 +216,7 @@ def build_firmware(outdir: Path | None = None) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m guests.build", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m hv.guests.build", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="write every image here instead")
     args = parser.parse_args(argv)
     paths = build_guests(args.out or IMAGES_DIR) + build_firmware(args.out)

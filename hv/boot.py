@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from unicorn import x86_const as X
 
-from devices.bios_common import E820_RAM, e820_map
+from hv.devices.bios_common import E820_RAM, e820_map
 from hv.hypercall import HypercallContext
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from hv import exits
 
 if TYPE_CHECKING:
-    from devices.base import Device
+    from hv.devices.base import Device
 
 
 class BusConflict(ValueError):

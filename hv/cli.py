@@ -11,7 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-from devices.disk_store import FLOPPY_MAX, ImageError, check_image, is_writable
+from hv.devices.disk_store import FLOPPY_MAX, ImageError, check_image, is_writable
+from hv import __version__
 from hv.machine import BIOS_STYLES, DEFAULT_BIOS, DriveSpec, Machine, MachineConfig
 from hv.memory import parse_size
 from hv.net import parse_mac
@@ -40,7 +41,7 @@ class UsageError(Exception):
 def _scratch_disk() -> str:
     """A fresh 4 MiB scratch disk with the documented pattern (guests.scratch_disk)."""
     import tempfile
-    import guests
+    from hv import guests
     fd, path = tempfile.mkstemp(prefix="hv-scratch-", suffix=".img")
     os.close(fd)
     guests.scratch_disk(path)
@@ -95,14 +96,26 @@ def _resolve_image(name: str) -> Path:
     p = Path(name)
     if p.exists():
         return p
-    from guests import image_path, names
+    from hv.guests import image_path, names
     if name in names():
         return image_path(name)
     raise UsageError(f"{name}: no such image file or built-in guest (see 'hv list')")
 
 
+def _resolve_kernel(name: str) -> Path:
+    """A kernel file, or the name of a built-in kernel (``hv list``)."""
+    p = Path(name)
+    if p.exists() or os.sep in name:
+        return p
+    from hv.guests import kernel_names, kernel_path
+    if name in kernel_names():
+        return kernel_path(name)
+    return p          # opening it reports the missing file
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="hv", description="A toy hypervisor and PC emulator you can read.")
+    ap.add_argument("--version", action="version", version=f"hv {__version__}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="boot a disk image or a built-in guest",
@@ -168,8 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
                            "PNG plots and JSON (hv bench --quick, --json FILE, --out DIR)",
                            add_help=False)
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
-    sub.add_parser("list", help="list the built-in guests")
-    sub.add_parser("build", help="rebuild guest images and firmware ROMs from source")
+    sub.add_parser("list", help="list the built-in guests and kernels")
+    build = sub.add_parser("build", help="rebuild guest images, kernels and firmware ROMs from source",
+                           description="Rebuild every guest image, kernel and both BIOS ROMs from "
+                                       "their sources with GNU binutils and gcc.")
+    build.add_argument("--out", metavar="DIR",
+                       help="write everything into DIR (default: the package's own folders)")
     return ap
 
 
@@ -195,7 +212,7 @@ def _open_sink(spec: str, what: str):
 
 
 def _input_events(args) -> list[bytes]:
-    from devices.keymap import parse_input
+    from hv.devices.keymap import parse_input
     text = ""
     if args.input_file:
         try:
@@ -228,6 +245,7 @@ def cmd_run(args) -> int:
     if not specs and not args.kernel:
         raise UsageError("nothing to boot: give IMAGE|NAME, --fda/--hda or --kernel")
     if args.kernel:
+        args.kernel = str(_resolve_kernel(args.kernel))
         try:
             with open(args.kernel, "rb"):
                 pass
@@ -328,14 +346,18 @@ def cmd_run(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from guests import image_path, names
-    for n in names():
-        print(f"{n:<12} {image_path(n)}")
+    from hv.guests import descriptions
+    rows = descriptions()
+    width = max(len(n) for n in rows)
+    print(f"{'NAME':<{width}}  {'KIND':<6}  DESCRIPTION")
+    for name, (kind, text) in rows.items():
+        print(f"{name:<{width}}  {kind:<6}  {text}")
+    print(f"\nhv run NAME boots a disk guest; hv run --kernel NAME boots a kernel.")
     return 0
 
 
 def cmd_bench(args) -> int:
-    from bench.report import main as bench_main
+    from hv.bench.report import main as bench_main
     return bench_main(args.bench_args)
 
 
@@ -345,9 +367,8 @@ def cmd_disk(args) -> int:
 
 
 def cmd_build(args) -> int:
-    from guests import build
-    build.main([])
-    return 0
+    from hv.guests import build
+    return build.main(["--out", args.out] if args.out else [])
 
 
 def main(argv: list[str] | None = None) -> int:

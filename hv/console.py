@@ -44,7 +44,7 @@ class LiveConsole:
         sys.stdout.flush()
 
     def _reader(self, fd: int) -> None:
-        from devices.keymap import terminal_to_keys
+        from hv.devices.keymap import terminal_to_keys
         while not self._stop.is_set():
             r, _, _ = select.select([fd], [], [], 0.1)
             if not r:

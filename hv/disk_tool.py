@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from devices.disk_store import (
+from hv.devices.disk_store import (
     FLAG_COMMITTING, SECTOR, ImageError, OverlayBackend, OverlayHeader, _load_table,
     _pwrite_full, check_base, check_image, fingerprint, is_overlay, is_writable, open_backend,
     read_header)

@@ -15,7 +15,7 @@ class EmulatedBios:
     name = "emulated"
 
     def install(self, machine: "Machine") -> None:
-        from devices.bios_emulated import rom_path
+        from hv.devices.bios_emulated import rom_path
         machine.mem.load_rom(BIOS_BASE, rom_path().read_bytes())
 
     def post_reset(self, machine: "Machine") -> None:
@@ -29,6 +29,6 @@ def firmware_for(style: str):
     if style == "emulated":
         return EmulatedBios()
     if style == "synthetic":
-        from devices.bios_synthetic import SyntheticBios
+        from hv.devices.bios_synthetic import SyntheticBios
         return SyntheticBios()
     raise ValueError(f"unknown BIOS style {style!r} (emulated or synthetic)")

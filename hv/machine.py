@@ -13,23 +13,23 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from devices.base import Device
-from devices.cmos import CmosRtc
-from devices.console_uart16550 import Uart16550
-from devices.debugcon import DebugConsole, PostCode
-from devices.disk_floppy import Fdc82077
-from devices.disk_ide import IdeChannel
-from devices.dma8237 import Dma8237
-from devices.disk_store import Disk, DiskStore
-from devices.i8042 import I8042, SystemControlPortA
-from devices.balloon_virtio import VirtioBalloon
-from devices.console_virtio import VirtioConsole
-from devices.disk_virtio import VirtioBlk
-from devices.nic_ne2000 import Ne2000
-from devices.nic_virtio import VirtioNet
-from devices.pic8259 import DualPic8259
-from devices.pit8254 import Pit8254
-from devices.vga import Vga
+from hv.devices.base import Device
+from hv.devices.cmos import CmosRtc
+from hv.devices.console_uart16550 import Uart16550
+from hv.devices.debugcon import DebugConsole, PostCode
+from hv.devices.disk_floppy import Fdc82077
+from hv.devices.disk_ide import IdeChannel
+from hv.devices.dma8237 import Dma8237
+from hv.devices.disk_store import Disk, DiskStore
+from hv.devices.i8042 import I8042, SystemControlPortA
+from hv.devices.balloon_virtio import VirtioBalloon
+from hv.devices.console_virtio import VirtioConsole
+from hv.devices.disk_virtio import VirtioBlk
+from hv.devices.nic_ne2000 import Ne2000
+from hv.devices.nic_virtio import VirtioNet
+from hv.devices.pic8259 import DualPic8259
+from hv.devices.pit8254 import Pit8254
+from hv.devices.vga import Vga
 from hv import exits
 from hv.bus import MmioBus, PortBus
 from hv.clock import Clock

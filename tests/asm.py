@@ -1,2 +1,2 @@
 """Test code assembles guests with the same helper the benchmarks ship with."""
-from guests.asm import assemble, write_image  # noqa: F401
+from hv.guests.asm import assemble, write_image  # noqa: F401

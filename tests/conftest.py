@@ -1,12 +1,9 @@
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 
 @pytest.fixture
@@ -44,3 +41,19 @@ def disk_copy(src, dst, drive: str):
         data = data.ljust(HD_IMAGE_BYTES, b"\0")
     Path(dst).write_bytes(data)
     return Path(dst)
+
+
+def pytest_report_header(config):
+    import hv
+    where = Path(hv.__file__).resolve().parent
+    inside = ROOT in where.parents or where == ROOT / "hv"
+    return f"hv under test: {hv.__version__} at {where}" + (" (the checkout)" if inside else "")
+
+
+def pytest_sessionstart(session):
+    # CI proves the installed package, not the source tree (HV_TEST_INSTALLED=1).
+    import os
+    import hv
+    where = Path(hv.__file__).resolve().parent
+    if os.environ.get("HV_TEST_INSTALLED") == "1" and (ROOT in where.parents or where == ROOT / "hv"):
+        raise pytest.UsageError(f"HV_TEST_INSTALLED=1 but hv is imported from the checkout ({where})")

@@ -22,7 +22,7 @@ import threading
 import time
 from pathlib import Path
 
-import guests
+from hv import guests
 from hv.machine import DriveSpec, Machine, MachineConfig
 
 PEER_MAC = bytes.fromhex("52550a000202")     # slirp's gateway MAC, so A's output is QEMU's

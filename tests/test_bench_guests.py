@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import struct
 
-import guests
+from hv import guests
 from hv.machine import DriveSpec, Machine, MachineConfig
 
 MAGIC = b"HVBENCH\0"

@@ -62,7 +62,7 @@ def test_hv_bench_quick_writes_every_plot_as_png(quick_run):
 
 
 def test_report_is_written_without_matplotlib_and_says_plots_were_skipped(tmp_path, monkeypatch):
-    from bench import report
+    from hv.bench import report
     doc = {"command": "hv bench", "profile": "quick", "started": "now", "seconds": 1.0,
            "machine": report.machine_info(), "summary": {"boot_ms_direct": 0.1}, "targets": [],
            "notes": [], "results": {}, "plots": []}

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from devices.bios_emulated import ROM_SIZE, rom_path
-from devices.bios_emulated.build import build
+from hv.guests import IMAGES_DIR
+from hv.devices.bios_emulated import ROM_SIZE, rom_path
+from hv.devices.bios_emulated.build import build
 
-ROOT = Path(__file__).resolve().parent.parent
-BIOSCHECK = ROOT / "guests" / "images" / "bioscheck.img"
+BIOSCHECK = IMAGES_DIR / "bioscheck.img"
 needs_qemu = pytest.mark.skipif(shutil.which("qemu-system-i386") is None,
                                 reason="qemu-system-i386 is not installed")
 needs_toolchain = pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("ld") is None,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import shutil
 import struct
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devices import bios_common as B
-from devices.bios_synthetic import DPT_OFFSET, disk, keyboard, keytable, system, video
+from hv.guests import IMAGES_DIR
+from hv.devices import bios_common as B
+from hv.devices.bios_synthetic import DPT_OFFSET, disk, keyboard, keytable, system, video
 from hv.hypercall import BLOCK, CF, ZF
 from hv.machine import DriveSpec, Machine, MachineConfig
 from tests.asm import assemble, write_image
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(shutil.which("as") is None, reason="GNU binutils
 
 OUT = 0x600                        # where guest programs store results
 HALT = "\ncli\nhlt\n"
-IMAGES = Path(__file__).resolve().parent.parent / "guests" / "images"
+IMAGES = IMAGES_DIR
 
 
 # ------------------------------------------------------------------ helpers
@@ -138,7 +138,7 @@ def test_post_points_int_1e_at_the_diskette_parameter_table(posted):
 
 
 def test_post_installs_the_8x8_font_behind_int_43(posted):
-    from devices.vga_font import FONT8X8
+    from hv.devices.vga_font import FONT8X8
     off, seg = posted.mem.u16(0x43 * 4), posted.mem.u16(0x43 * 4 + 2)
     assert posted.mem.read(seg * 16 + off + 8 * 0x41, 8) == FONT8X8[8 * 0x41:8 * 0x42]
 
@@ -331,7 +331,7 @@ def test_teletype_scrolls_at_the_bottom_with_the_cursor_cells_attribute(posted):
 
 
 def test_teletype_in_mode_13h_draws_the_glyph_in_colour_bl(posted):
-    from devices.vga_font import FONT8X8
+    from hv.devices.vga_font import FONT8X8
     m = posted
     call(m, video.int10, ax=0x0013)
     call(m, video.int10, ax=0x0E41, bx=0x000C)

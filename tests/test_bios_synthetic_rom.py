@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from devices.bios_synthetic import (HC_VECTOR, ROM_BASE, STUB_ENTRY, VECTOR_STUBS, build,
+from hv.devices.bios_synthetic import (HC_VECTOR, ROM_BASE, STUB_ENTRY, VECTOR_STUBS, build,
                                     rom_path, stub_entry)
 
 pytestmark = pytest.mark.skipif(shutil.which("as") is None, reason="GNU binutils are needed")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import guests
+from hv import guests
 from tests.qemu_util import run_image
 
 GOLDEN = Path(__file__).parent / "golden" / "bioscheck.serial.txt"

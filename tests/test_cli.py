@@ -4,18 +4,17 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-import guests
+from tests import hvcmd
+from hv import guests
 
-HV = [sys.executable, "-m", "hv"]
 
 
 def hv(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(HV + list(args), capture_output=True, text=True, timeout=timeout,
+    return hvcmd.run(list(args), capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
 
 

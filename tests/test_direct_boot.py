@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from unicorn import x86_const as X
 
-from devices.bios_common import e820_map
+from hv.guests import IMAGES_DIR
+from hv.devices.bios_common import e820_map
 from hv import boot
 from hv.boot import (BOOT_MAGIC, BOOTINFO_ADDR, BOOTINFO_MAGIC, GDT_ADDR, HEADER, HC_EFAULT,
                      KernelImageError, load_kernel)
@@ -18,7 +19,7 @@ from hv.machine import DriveSpec, Machine, MachineConfig
 from tests.asm import assemble
 from tests.conftest import needs_binutils
 
-IMAGES = Path(__file__).resolve().parent.parent / "guests" / "images"
+IMAGES = IMAGES_DIR
 HELLO_ELF, HELLO_BIN = IMAGES / "hellokernel.elf", IMAGES / "hellokernel.bin"
 HALT_ELF = IMAGES / "haltkernel.elf"
 MiB = 1 << 20
@@ -110,7 +111,7 @@ def test_haltkernel_ends_the_run_at_hlt_with_interrupts_off(run_kernel):
 
 
 def test_virtio_slots_are_listed_with_base_irq_and_device_id(run_kernel, tmp_path):
-    import guests
+    from hv import guests
     from hv.machine import DriveSpec
     disk = tmp_path / "vda.img"
     guests.scratch_disk(disk)
@@ -336,7 +337,7 @@ def test_higher_half_entry_address_is_translated_to_its_physical_address(tmp_pat
 
 # -- cost: exits to the first kernel instruction -----------------------------------------------
 def test_direct_boot_reaches_the_kernel_with_far_fewer_exits_than_a_bios_boot(tmp_path, run_kernel):
-    from bench.guests import FIRST_INSTRUCTION
+    from hv.bench.guests import FIRST_INSTRUCTION
     k = flat_kernel(tmp_path, "hlt\n")
     direct = run_kernel(k)
     assert direct.result_.reason == "guest halted with interrupts disabled at CS:IP=0008:100001"
@@ -360,7 +361,7 @@ def test_direct_boot_reaches_the_kernel_with_far_fewer_exits_than_a_bios_boot(tm
 # -- the build ---------------------------------------------------------------------------------
 @needs_binutils
 def test_rebuilding_the_kernels_gives_the_committed_files_byte_for_byte(tmp_path):
-    from guests import build
+    from hv.guests import build
     for target in build.KERNEL_TARGETS:
         for path in build.build_kernel(target, tmp_path):
             assert path.read_bytes() == (IMAGES / path.name).read_bytes(), path.name

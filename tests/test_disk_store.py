@@ -14,12 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devices.disk_store import (
+from hv.devices.disk_store import (
     BAD_COMMAND, FLAG_COMMITTING, OUT_OF_RANGE, SECTOR, WRITE_PROTECTED, Disk, DiskError,
     ImageError, check_image, read_header)
 from hv.disk_tool import commit, create_overlay, info, main_disk
 
-ROOT = Path(__file__).resolve().parent.parent
 HD_SECTORS = 64          # a small hard disk image: 32 KiB
 
 
@@ -571,9 +570,8 @@ def test_main_disk_create_needs_a_base(tmp_path):
 # ---------------------------------------------------------------- durability
 
 CHILD = textwrap.dedent("""
-    import sys, time
-    sys.path.insert(0, {root!r})
-    from devices.disk_store import Disk
+    import time
+    from hv.devices.disk_store import Disk
     d = Disk({path!r}, "hd")
     d.write(3, bytes([0xD7]) * 512 * 5)
     d.flush()
@@ -583,7 +581,7 @@ CHILD = textwrap.dedent("""
 
 
 def kill_after_flush(path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", CHILD.format(root=str(ROOT), path=str(path))],
+    proc = subprocess.Popen([sys.executable, "-c", CHILD.format(path=str(path))], cwd=path.parent,
                             stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "flushed"
@@ -717,7 +715,7 @@ def test_commit_into_a_read_only_base_is_an_image_error_and_keeps_the_overlay(ra
 def test_overlay_chain_loop_is_an_image_error_not_a_recursion_error(tmp_path, raw, overlay,
                                                                     monkeypatch):
     # A hand-made header may name any base; a loop must end in a one-line error.
-    from devices import disk_store
+    from hv.devices import disk_store
     monkeypatch.setattr(disk_store, "check_base", lambda p, hdr: Path(p))
     with pytest.raises(ImageError) as e:
         check_image(overlay, writable=False)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import guests
+from hv import guests
 from tests.qemu_util import NE2000_ARGS, require_qemu, run_image, scratch_disk_args
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -26,11 +26,13 @@ MACHINE_SUITE = [
                     reason="already running under the Python dispatcher")
 @pytest.mark.skipif(not fastpath.c_available(),
                     reason="the C fast path was not built, so the main run already used Python")
-def test_the_machine_device_suite_passes_under_the_python_dispatcher():
+def test_the_machine_device_suite_passes_under_the_python_dispatcher(tmp_path):
     env = dict(os.environ, HV_DISPATCH="python")
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                        *MACHINE_SUITE], cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=900)
+    # From a neutral folder: `python -m` puts its working directory first on sys.path,
+    # and the checkout there would shadow the installed hv under test.
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "--rootdir", str(ROOT),
+                        "-c", str(ROOT / "pyproject.toml"), *(str(ROOT / t) for t in MACHINE_SUITE)],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
 
 

@@ -1,4 +1,4 @@
-"""The committed guest images are exactly what `python -m guests.build` makes, and bootable."""
+"""The committed guest images are exactly what `python -m hv.guests.build` makes, and bootable."""
 from __future__ import annotations
 
 import shutil
@@ -7,8 +7,8 @@ import types
 
 import pytest
 
-import guests
-from guests import build
+from hv import guests
+from hv.guests import build
 
 needs_toolchain = pytest.mark.skipif(
     any(shutil.which(t) is None for t in ("as", "ld", "gcc")), reason="GNU as/ld/gcc not installed"
@@ -55,7 +55,7 @@ def test_bioscheck_scratch_sector_is_the_last_sector():
 
 
 def test_firmware_hook_skips_builders_that_do_not_exist(monkeypatch):
-    monkeypatch.setattr(build, "FIRMWARE_BUILDERS", ("devices.no_such_firmware.build",))
+    monkeypatch.setattr(build, "FIRMWARE_BUILDERS", ("hv.devices.no_such_firmware.build",))
     assert build.build_firmware() == []
 
 

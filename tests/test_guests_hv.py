@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import guests
+from hv import guests
 from hv.machine import BIOS_STYLES, DriveSpec, Machine, MachineConfig
 from tests.conftest import disk_copy
 from tests.qemu_util import qemu_available, run_image
@@ -45,7 +45,7 @@ def test_timer_guest_counts_five_ticks_and_sees_the_pit_count_down(bios, tmp_pat
 
 
 def test_keyecho_echoes_typed_keys_and_names_arrows(bios, tmp_path):
-    from devices.keymap import parse_input
+    from hv.devices.keymap import parse_input
     keys = [ev for k in parse_input("Hi{up}\r{esc}") for ev in k.events]
     m = run_guest("keyecho", bios, tmp_path, input_keys=keys)
     out = m.serial_text()

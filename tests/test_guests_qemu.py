@@ -1,7 +1,7 @@
 """The small guests behave as documented on the reference PC (QEMU + SeaBIOS)."""
 from __future__ import annotations
 
-import guests
+from hv import guests
 from tests.qemu_util import run_image
 
 

@@ -46,7 +46,7 @@ def test_guest_memory_refuses_ranges_outside_ram():
 
 
 def test_overlapping_port_registrations_are_refused():
-    from devices.debugcon import DebugConsole, PostCode
+    from hv.devices.debugcon import DebugConsole, PostCode
     bus = PortBus()
     bus.register(0x80, 1, PostCode())
     with pytest.raises(BusConflict):
@@ -54,7 +54,7 @@ def test_overlapping_port_registrations_are_refused():
 
 
 def test_overlapping_mmio_windows_are_refused():
-    from devices.debugcon import PostCode
+    from hv.devices.debugcon import PostCode
     bus = MmioBus()
     bus.register(0xFEC00000, 0x1000, PostCode())
     with pytest.raises(BusConflict):

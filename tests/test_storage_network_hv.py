@@ -7,22 +7,21 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-import guests
+from tests import hvcmd
+from hv import guests
 from hv.machine import BIOS_STYLES, DriveSpec, Machine, MachineConfig
 from tests.asm import assemble, write_image
 
 GOLDEN = Path(__file__).parent / "golden"
-HV = [sys.executable, "-m", "hv"]
 
 
 def hv(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(HV + list(args), capture_output=True, text=True, timeout=timeout,
+    return hvcmd.run(list(args), capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
 
 
@@ -46,7 +45,7 @@ def test_nettest_with_no_options_pings_the_gateway_like_qemu(bios):
 
 def test_disktest_leaves_no_scratch_disk_behind(tmp_path):
     env = dict(os.environ, TMPDIR=str(tmp_path))
-    r = subprocess.run(HV + ["run", "disktest", "--timeout", "60"], capture_output=True,
+    r = hvcmd.run(["run", "disktest", "--timeout", "60"], capture_output=True,
                        text=True, timeout=90, env=env, stdin=subprocess.DEVNULL)
     assert r.returncode == 0
     assert list(tmp_path.iterdir()) == []
@@ -56,7 +55,7 @@ def test_a_flushed_guest_write_survives_sigkill(tmp_path):
     disk = tmp_path / "disk.img"
     guests.scratch_disk(disk)
     before = disk.read_bytes()
-    proc = subprocess.Popen(HV + ["run", "disktest", "--hda", str(disk), "--no-live"],
+    proc = hvcmd.popen(["run", "disktest", "--hda", str(disk), "--no-live"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             stdin=subprocess.DEVNULL)
     seen = b""

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.base import RecordingIrq
+from hv.devices.base import RecordingIrq
 from hv.memory import GuestMemory, MiB
 from hv.virtio import (TRANSPORT_FEATURES, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC,
                        VIRTIO_F_VERSION_1, Status, VirtioDevice, VirtioMmio, VirtqueueError)

@@ -4,19 +4,18 @@ See docs/virtio-guests.md."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests import hvcmd
 from hv.machine import BIOS_STYLES
 
 GOLDEN = Path(__file__).parent / "golden"
-HV = [sys.executable, "-m", "hv"]
 
 
 def hv_run(guest: str, *args: str) -> str:
-    r = subprocess.run(HV + ["run", guest, "--timeout", "60", *args], capture_output=True,
+    r = hvcmd.run(["run", guest, "--timeout", "60", *args], capture_output=True,
                        text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stderr
     return r.stdout.replace("\r\n", "\n")

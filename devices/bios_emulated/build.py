@@ -6,7 +6,7 @@ and run in 32-bit flat protected mode via the call32 trampoline. The 8x8 and
 8x16 fonts are generated from ``devices.vga_font``. Deterministic: no
 timestamps, no paths, no build IDs end up in the binary.
 
-    python -m devices.bios_emulated.build [OUTDIR]
+    python -m hv.devices.bios_emulated.build [OUTDIR]
 """
 from __future__ import annotations
 
@@ -42,8 +42,7 @@ def _run(cmd: list[str], cwd: Path) -> None:
 
 
 def _font_source() -> str:
-    sys.path.insert(0, str(HERE.parent.parent))
-    from devices.vga_font import FONT8X8, FONT8X16
+    from hv.devices.vga_font import FONT8X8, FONT8X16
 
     def table(name: str, data: bytes) -> str:
         rows = ",\n".join(

@@ -43,7 +43,7 @@ class SyntheticBios:
     name = "synthetic"
 
     def install(self, machine: "Machine") -> None:
-        from devices.bios_synthetic import boot, disk, keyboard, post, system, video
+        from hv.devices.bios_synthetic import boot, disk, keyboard, post, system, video
         machine.mem.load_rom(ROM_BASE, rom_path().read_bytes())
         self.machine = machine
         self.state: dict[str, object] = {}

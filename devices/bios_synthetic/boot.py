@@ -1,8 +1,8 @@
 """INT 19h: bootstrap loader. Floppy A first, then the first hard disk."""
 from __future__ import annotations
 
-from devices.bios_synthetic import HALT_STUB, video
-from devices.disk_store import DiskError
+from hv.devices.bios_synthetic import HALT_STUB, video
+from hv.devices.disk_store import DiskError
 from hv.hypercall import HypercallContext
 
 BOOT_ADDR = 0x7C00

@@ -1,4 +1,4 @@
-"""Builds rom.bin from rom.S with GNU as/ld/objcopy (python -m devices.bios_synthetic.build)."""
+"""Builds rom.bin from rom.S with GNU as/ld/objcopy (python -m hv.devices.bios_synthetic.build)."""
 from __future__ import annotations
 
 import subprocess

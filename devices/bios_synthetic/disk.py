@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import struct
 
-from devices import bios_common as B
-from devices.bios_synthetic import DPT_OFFSET
-from devices.disk_store import BAD_BUFFER, NO_DRIVE, OUT_OF_RANGE, WRITE_PROTECTED, DiskError
+from hv.devices import bios_common as B
+from hv.devices.bios_synthetic import DPT_OFFSET
+from hv.devices.disk_store import BAD_BUFFER, NO_DRIVE, OUT_OF_RANGE, WRITE_PROTECTED, DiskError
 from hv.hypercall import HypercallContext
 from hv.memory import GuestMemoryError
 

@@ -1,8 +1,8 @@
 """IRQ 1 (INT 09h) and INT 16h on the host: scancodes in, BDA keyboard buffer out."""
 from __future__ import annotations
 
-from devices import bios_common as B
-from devices.bios_synthetic import keytable
+from hv.devices import bios_common as B
+from hv.devices.bios_synthetic import keytable
 from hv.hypercall import BLOCK, HypercallContext
 
 KBD_DATA, KBD_STATUS = 0x60, 0x64

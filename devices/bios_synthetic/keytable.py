@@ -8,7 +8,7 @@ the non-extended INT 16h functions can drop them (see keyboard.py).
 """
 from __future__ import annotations
 
-from devices import bios_common as B
+from hv.devices import bios_common as B
 
 # BDA 0x417 (KBD_FLAGS1)
 KF0_RSHIFT, KF0_LSHIFT, KF0_CTRL, KF0_ALT = 0x01, 0x02, 0x04, 0x08
@@ -120,7 +120,7 @@ def translate(sc: int, e0: bool, flags0: int) -> int | None:
 
 def handle_scancode(m, code: int) -> None:
     """One byte from port 0x60, as INT 09h handles it."""
-    from devices.bios_synthetic.keyboard import buffer_put
+    from hv.devices.bios_synthetic.keyboard import buffer_put
     mem = m.mem
     flags0, flags1, flags2 = mem.u8(B.KBD_FLAGS1), mem.u8(B.KBD_FLAGS2), mem.u8(B.KBD_FLAGS3)
     code &= 0xFF

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import struct
 
-from devices import bios_common as B
-from devices.bios_synthetic import (DPT_OFFSET, HC_VECTOR, IRQ0_STUB, ROM_BASE,
+from hv.devices import bios_common as B
+from hv.devices.bios_synthetic import (DPT_OFFSET, HC_VECTOR, IRQ0_STUB, ROM_BASE,
                                     stub_entry)
 from hv.hypercall import HypercallContext
 
@@ -58,8 +58,8 @@ FONT8X8_LOW_OFFSET = 0xFA6E       # the AT's 8x8 font location, kept for hard-co
 
 def _install_rom_tables(mem) -> None:
     """Tables the ROM image does not carry: fonts and the configuration table."""
-    from devices.bios_synthetic import system, video
-    from devices.vga_font import FONT8X16, FONT8X8
+    from hv.devices.bios_synthetic import system, video
+    from hv.devices.vga_font import FONT8X16, FONT8X8
     mem.write(ROM_BASE + video.FONT8X8_OFFSET, FONT8X8)
     mem.write(ROM_BASE + video.FONT8X16_OFFSET, FONT8X16)
     mem.write(ROM_BASE + FONT8X8_LOW_OFFSET, FONT8X8[:128 * 8])
@@ -78,7 +78,7 @@ def _fdpt(disk) -> bytes:
 def _resume_after_shutdown(ctx: HypercallContext) -> bool:
     """A program that reset the CPU to leave protected mode (CMOS 0Fh = 05h/0Ah)
     gets control back at 0040:0067 with memory untouched."""
-    from devices.bios_synthetic import system
+    from hv.devices.bios_synthetic import system
     m, regs = ctx.machine, ctx.regs
     reason = system.cmos_read(m, CMOS_SHUTDOWN)
     if reason not in (SHUTDOWN_EOI_JUMP, SHUTDOWN_JUMP):
@@ -99,7 +99,7 @@ def post(ctx: HypercallContext) -> None:
     mem = m.mem
     if _resume_after_shutdown(ctx):
         return
-    from devices.bios_synthetic import keytable, system, video
+    from hv.devices.bios_synthetic import keytable, system, video
     m.bios_state.clear()
     soft_reset = mem.u16(B.RESET_FLAG)
     system.cmos_write(m, CMOS_SHUTDOWN, 0)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import struct
 
-from devices import bios_common as B
+from hv.devices import bios_common as B
 from hv.hypercall import BLOCK, HypercallContext
 from hv.memory import GuestMemoryError
 

@@ -8,8 +8,8 @@ the new line takes the attribute of the cell under the cursor.
 """
 from __future__ import annotations
 
-from devices import bios_common as B
-from devices.vga_font import FONT8X8
+from hv.devices import bios_common as B
+from hv.devices.vga_font import FONT8X8
 from hv.hypercall import HypercallContext
 
 TEXT_BASE = 0xB8000

@@ -1,6 +1,9 @@
 """cffi build script for hv.fastpath._fastpath (run by setup.py at install time).
 
-The C source is ``fastpath.c`` / ``fastpath.h`` beside this file. The module
+The C sources are every ``*.c`` beside this file (``fastpath.c``/``fastpath.h`` is the
+vCPU's block hook and exit dispatch; other parts of hv add their own file), compiled as
+one module. Each C file other than fastpath.c declares what Python sees of it in a
+``.cdef`` file of the same name. The module
 does not link against libunicorn: the Python binding already loaded it, so the
 host passes ``uc_emu_stop``/``uc_reg_read`` as function pointers and registers
 the callbacks itself. That keeps the build free of Unicorn headers and of the
@@ -65,11 +68,15 @@ extern "Python+C" void hv_py_window_done(void *handle, int window);
 extern "Python+C" void hv_py_tx_flush(void *handle);
 """
 
+C_FILES = ["fastpath.c"] + sorted(p.name for p in HERE.glob("*.c")
+                                 if p.name != "fastpath.c" and not p.name.startswith("_"))
+
 ffibuilder = cffi.FFI()
-ffibuilder.cdef(CDEF)
+ffibuilder.cdef(CDEF + "".join((HERE / f).with_suffix(".cdef").read_text()
+                               for f in C_FILES[1:]))
 ffibuilder.set_source(
     "hv.fastpath._fastpath",
-    (HERE / "fastpath.c").read_text(),
+    "".join(f'#include "{f}"\n' for f in C_FILES),
     include_dirs=[str(HERE)],
     extra_compile_args=["-O2"],
     libraries=["pthread"],

@@ -30,7 +30,7 @@ import logging
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from devices.base import Device, IrqLine, NullIrq
+from hv.devices.base import Device, IrqLine, NullIrq
 from hv.memory import GuestMemoryError
 from hv.virtio import TRANSPORT_FEATURES, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, \
     VIRTIO_F_VERSION_1, Status

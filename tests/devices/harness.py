@@ -2,7 +2,7 @@
 and friends, a clock that only moves when told, and recorded IRQ lines."""
 from __future__ import annotations
 
-from devices.base import Device, RecordingIrq
+from hv.devices.base import Device, RecordingIrq
 from hv.bus import PortBus
 from hv.clock import Clock
 

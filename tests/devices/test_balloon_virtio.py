@@ -8,11 +8,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devices.balloon_virtio import (DEFLATEQ, INFLATEQ, STATSQ, VIRTIO_BALLOON_F_DEFLATE_ON_OOM,
+from hv.devices.balloon_virtio import (DEFLATEQ, INFLATEQ, STATSQ, VIRTIO_BALLOON_F_DEFLATE_ON_OOM,
                                     VIRTIO_BALLOON_F_STATS_VQ, VIRTIO_BALLOON_S_AVAIL,
                                     VIRTIO_BALLOON_S_MEMFREE, VIRTIO_BALLOON_S_MEMTOT,
                                     VIRTIO_BALLOON_S_SWAP_IN, VirtioBalloon, madvise_release, runs)
-from devices.base import RecordingIrq
+from hv.devices.base import RecordingIrq
 from hv.memory import GuestMemory, MiB
 from hv.virtio import TRANSPORT_FEATURES, VIRTIO_ID_BALLOON, Status, VirtioMmio
 from hv.virtio import mmio as R

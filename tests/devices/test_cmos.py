@@ -2,8 +2,8 @@ import calendar
 
 from hypothesis import given, settings, strategies as st
 
-from devices.base import RecordingIrq
-from devices.cmos import CmosRtc, Reg, RegA, RegB, RegC
+from hv.devices.base import RecordingIrq
+from hv.devices.cmos import CmosRtc, Reg, RegA, RegB, RegC
 from hv.clock import NS_PER_S
 from tests.devices.harness import Harness, ManualClock
 

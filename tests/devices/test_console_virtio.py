@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.base import RecordingIrq
-from devices.console_virtio import (RECEIVEQ0, TRANSMITQ0, VIRTIO_CONSOLE_F_EMERG_WRITE,
+from hv.devices.base import RecordingIrq
+from hv.devices.console_virtio import (RECEIVEQ0, TRANSMITQ0, VIRTIO_CONSOLE_F_EMERG_WRITE,
                                     VIRTIO_CONSOLE_F_MULTIPORT, VIRTIO_CONSOLE_F_SIZE, VirtioConsole)
 from hv.memory import GuestMemory, MiB
 from hv.virtio import TRANSPORT_FEATURES, VIRTIO_F_EVENT_IDX, Status, VirtioMmio

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings, strategies as st
 
-from devices.debugcon import DebugConsole, PostCode
+from hv.devices.debugcon import DebugConsole, PostCode
 from tests.devices.harness import Harness
 
 

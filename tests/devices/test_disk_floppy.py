@@ -5,9 +5,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devices.disk_floppy import Fdc82077
-from devices.disk_store import Disk
-from devices.dma8237 import Dma8237
+from hv.devices.disk_floppy import Fdc82077
+from hv.devices.disk_store import Disk
+from hv.devices.dma8237 import Dma8237
 from tests.devices.harness import Harness, RecordingIrq
 from tests.devices.test_dma8237 import WatchedMemory
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devices.disk_ide import IdeChannel
-from devices.disk_store import IO_ERROR, SECTOR, Disk, DiskError
+from hv.devices.disk_ide import IdeChannel
+from hv.devices.disk_store import IO_ERROR, SECTOR, Disk, DiskError
 from tests.devices.harness import Harness, RecordingIrq
 
 DATA, ERROR, COUNT, LBA_LOW, LBA_MID, LBA_HIGH, DEVICE, STATUS = range(0x1F0, 0x1F8)

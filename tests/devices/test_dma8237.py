@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.dma8237 import Dma8237
+from hv.devices.dma8237 import Dma8237
 from hv.memory import GuestMemory, GuestMemoryError
 from tests.devices.harness import Harness
 

@@ -1,7 +1,7 @@
 from hypothesis import given, settings, strategies as st
 
-from devices.base import RecordingIrq
-from devices.i8042 import I8042, CmdByte, Status, SystemControlPortA
+from hv.devices.base import RecordingIrq
+from hv.devices.i8042 import I8042, CmdByte, Status, SystemControlPortA
 from tests.devices.harness import Harness
 
 

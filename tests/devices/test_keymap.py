@@ -1,7 +1,7 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from devices.keymap import Key, parse_input, terminal_to_keys
+from hv.devices.keymap import Key, parse_input, terminal_to_keys
 
 
 def events(text):

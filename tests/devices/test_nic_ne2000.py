@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devices.nic_ne2000 import ADDR_SPACE, Ne2000, mar_hash_index
+from hv.devices.nic_ne2000 import ADDR_SPACE, Ne2000, mar_hash_index
 from tests.asm import assemble
 from tests.devices.harness import Harness, RecordingIrq
 from tests.qemu_util import qemu_available

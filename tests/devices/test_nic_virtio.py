@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devices.base import RecordingIrq
-from devices.nic_virtio import (DEFAULT_MAC, RECEIVEQ, TRANSMITQ, VIRTIO_NET_F_MAC,
+from hv.devices.base import RecordingIrq
+from hv.devices.nic_virtio import (DEFAULT_MAC, RECEIVEQ, TRANSMITQ, VIRTIO_NET_F_MAC,
                                 VIRTIO_NET_F_STATUS, VIRTIO_NET_HDR_SIZE, VIRTIO_NET_S_LINK_UP,
                                 VirtioNet)
 from hv.memory import GuestMemory, MiB

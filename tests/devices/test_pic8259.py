@@ -1,7 +1,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.pic8259 import DualPic8259, Pic8259
+from hv.devices.pic8259 import DualPic8259, Pic8259
 from tests.devices.harness import Harness
 
 MASTER_CMD, MASTER_DATA, SLAVE_CMD, SLAVE_DATA = 0x20, 0x21, 0xA0, 0xA1

@@ -1,7 +1,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.pit8254 import PIT_HZ, Pit8254, ns_at
+from hv.devices.pit8254 import PIT_HZ, Pit8254, ns_at
 from tests.devices.harness import Harness, ManualClock, RecordingIrq
 
 CH0, CH1, CH2, CTRL, PORT_B = 0x40, 0x41, 0x42, 0x43, 0x61
@@ -396,7 +396,7 @@ def test_mode3_count_rewrite_in_high_half_takes_effect_at_half_cycle():
 
 
 def test_channel0_ticks_reach_the_cpu_through_the_pic():
-    from devices.pic8259 import DualPic8259
+    from hv.devices.pic8259 import DualPic8259
     clock = ManualClock()
     pic = DualPic8259()
     pit = Pit8254(clock, pic.line(0))

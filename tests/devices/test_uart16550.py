@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings, strategies as st
 
-from devices.console_uart16550 import Uart16550
+from hv.devices.console_uart16550 import Uart16550
 from tests.devices.harness import Harness, ManualClock, RecordingIrq
 
 COM1 = 0x3F8

@@ -7,8 +7,8 @@ import zlib
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from devices import vga_font
-from devices.vga import (CP437, DEFAULT_PALETTE, EGA_PALETTE, FRAME_NS, VBLANK_NS, Vga,
+from hv.devices import vga_font
+from hv.devices.vga import (CP437, DEFAULT_PALETTE, EGA_PALETTE, FRAME_NS, VBLANK_NS, Vga,
                          decode_cp437, encode_png)
 from tests.devices.harness import Harness, ManualClock
 
