@@ -352,7 +352,7 @@ def cmd_list(args) -> int:
     print(f"{'NAME':<{width}}  {'KIND':<6}  DESCRIPTION")
     for name, (kind, text) in rows.items():
         print(f"{name:<{width}}  {kind:<6}  {text}")
-    print(f"\nhv run NAME boots a disk guest; hv run --kernel NAME boots a kernel.")
+    print("\nhv run NAME boots a disk guest; hv run --kernel NAME boots a kernel.")
     return 0
 
 

@@ -14,6 +14,7 @@ EXCEPTION = "exception"
 HYPERCALL = "hypercall"
 TIMER = "timer"           # the vCPU stopped because a deadline passed
 UNASSIGNED = "unassigned"  # an access that reached no device
+WATCHDOG = "watchdog"      # a deadline the vCPU missed, kicked again (never expected)
 
 
 class ExitStats:

@@ -42,12 +42,15 @@ REG_IDS = {n: getattr(X, "UC_X86_REG_" + n.upper()) for n in _NAMES}
 
 
 class Regs:
-    """Guest registers by name: ``regs.ah``, ``regs.es = 0x1000``."""
+    """Guest registers by name: ``regs.ah``, ``regs.es = 0x1000``. Writes to EIP/IP go
+    through ``set_eip`` when given (the vCPU's: inside a hook it keeps EIP in sync for
+    later I/O hooks of the slice, see hv/vcpu.py)."""
 
-    __slots__ = ("_uc",)
+    __slots__ = ("_uc", "_set_eip")
 
-    def __init__(self, uc) -> None:
+    def __init__(self, uc, set_eip=None) -> None:
         object.__setattr__(self, "_uc", uc)
+        object.__setattr__(self, "_set_eip", set_eip)
 
     def __getattr__(self, name: str) -> int:
         try:
@@ -56,6 +59,9 @@ class Regs:
             raise AttributeError(name) from None
 
     def __setattr__(self, name: str, value: int) -> None:
+        if name in ("eip", "ip") and self._set_eip is not None:
+            self._set_eip(value & (0xFFFF if name == "ip" else 0xFFFFFFFF))
+            return
         self._uc.reg_write(REG_IDS[name], value)
 
 

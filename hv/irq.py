@@ -68,7 +68,7 @@ class InterruptDelivery:
         uc.reg_write(X.UC_X86_REG_SP, sp)
         uc.reg_write(X.UC_X86_REG_EFLAGS, flags & ~(IF | TF | AC))
         uc.reg_write(X.UC_X86_REG_CS, seg)
-        uc.reg_write(X.UC_X86_REG_EIP, off)   # last: forces a TB exit inside hooks
+        self.vcpu.set_eip(off)
 
     # -- protected mode ------------------------------------------------------------
     def _deliver_protected(self, vector: int, error_code: int | None, soft: bool) -> None:
@@ -98,7 +98,7 @@ class InterruptDelivery:
         uc.reg_write(X.UC_X86_REG_ESP, esp)
         clear = TF | NT | RF | VM | (IF if gate_type == INT_GATE32 else 0)
         uc.reg_write(X.UC_X86_REG_EFLAGS, eflags & ~clear)
-        uc.reg_write(X.UC_X86_REG_EIP, offset)
+        vcpu.set_eip(offset)
 
     def _stack_for(self, selector: int, cpl: int) -> int:
         """The ESP the frame goes below. Same privilege: the current stack.

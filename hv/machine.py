@@ -85,6 +85,7 @@ class MachineConfig:
     debugcon: Callable[[bytes], None] | None = None
     dispatch: str = "auto"
     trace: Callable[[str], None] | None = None
+    log: Callable[[str], None] | None = None      # warnings that do not end the run
     input_keys: list[bytes] = field(default_factory=list)   # make/break events, in order
     until: str | None = None
     timeout: float | None = None
@@ -122,6 +123,7 @@ class Machine:
         self._last_screen_check = 0
         self.devices: list[Device] = []
         self.bios_state: dict[str, object] = {}   # firmware scratch state kept on the host
+        self.warnings: list[str] = []
 
         try:
             self._attach_drives()
@@ -303,6 +305,12 @@ class Machine:
 
     def fail(self, reason: str) -> None:
         self.finish(1, reason)
+
+    def warn(self, text: str) -> None:
+        """Something the user should hear about that does not end the run."""
+        self.warnings.append(text)
+        if self.config.log is not None:
+            self.config.log(text)
 
     def halt_with_interrupts_disabled(self, where: str) -> None:
         pc = self.vcpu.pc()

@@ -94,6 +94,10 @@ class GuestMemory:
         self.check(addr, 4)
         return int.from_bytes(self.view[addr:addr + 4], "little")
 
+    def u64(self, addr: int) -> int:
+        self.check(addr, 8)
+        return int.from_bytes(self.view[addr:addr + 8], "little")
+
     def put8(self, addr: int, v: int) -> None:
         self.write(addr, bytes([v & 0xFF]))
 

@@ -1,25 +1,31 @@
 """The virtual CPU: one Unicorn x86 engine and the loop that runs it.
 
-Design (measured in ../shared/notes/unicorn-x86.md):
+Design (measured, see docs/unicorn.md):
 * The engine is opened in 32-bit mode even for real-mode guests (CR0.PE
   cleared); UC_MODE_16 mis-handles segment bases once a guest enters
-  protected mode (notes §1.2).
+  protected mode.
 * Guest RAM is the machine's ``mmap`` buffer mapped with ``mem_map_ptr``:
   no copies between devices and the engine.
 * The host regains control only at translated-block starts, through the
-  fast path's flag-testing block hook, or synchronously from a hook (port
-  I/O, hypercalls). Never by timeout or a cross-thread stop.
+  fast path's flag-testing block hook. Never by timeout, a cross-thread stop,
+  or an ``emu_stop`` from an I/O or MMIO hook (those re-run instructions): a hook
+  that needs the host sets ``kick`` and the block hook stops at the next block.
+* Hooks that move the guest (interrupt delivery, hypercalls) write EIP through
+  the context blob, so the engine keeps syncing EIP for later I/O hooks in the
+  same slice (a ``reg_write(EIP)`` inside a hook leaves them a stale EIP).
+* Every host read at a guest-visible address (EIP, the stack, IDT/GDT/TSS) goes
+  through ``read_linear``, a page-table walk (2-level and PAE) with no side effects.
 * HLT makes ``emu_start`` return with no reason recorded; the loop then
   idles on the clock's next deadline instead of spinning.
 """
 from __future__ import annotations
 
 import ctypes
+import traceback
 from typing import TYPE_CHECKING, Callable
 
 from unicorn import (UC_ARCH_X86, UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_INTR,
-                     UC_HOOK_MEM_FETCH_UNMAPPED, UC_HOOK_MEM_READ_UNMAPPED,
-                     UC_HOOK_MEM_WRITE_PROT, UC_HOOK_MEM_WRITE_UNMAPPED, UC_MODE_32,
+                     UC_HOOK_MEM_FETCH_UNMAPPED, UC_HOOK_MEM_WRITE_PROT, UC_MODE_32,
                      UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, Uc, UcError)
 from unicorn import x86_const as X
 
@@ -27,18 +33,19 @@ from hv import exits, fastpath
 from hv.hypercall import BLOCK, SITE_LEN, VMCALL, HypercallContext, Regs
 from hv.irq import ERROR_CODE_VECTORS, IF, GuestFault, InterruptDelivery
 from hv.memory import (CONVENTIONAL_END, HIGH_BASE, ROM_BASE, ROM_END, VIDEO_BASE,
-                       GuestMemory)
+                       GuestMemory, GuestMemoryError)
 
 if TYPE_CHECKING:
     from hv.machine import Machine
 
-UNTIL = 1 << 48          # an address the guest can never reach: run until stopped
+UNTIL = 1 << 48          # unused with the exits list enabled: run until stopped
 PAGE = 0x1000
 A20_WRAP = 0x10000       # with A20 off, 1 MiB..1 MiB+64 KiB aliases 0..64 KiB
 
 # CPUX86State offsets inside a Unicorn 2.1.4 context blob (notes §9); checked
 # by calibrate() at start-up, because a rebuilt engine may move them.
 CTX_HEADER = 40
+ENV_EIP = 128
 ENV_HFLAGS = 176
 ENV_SEGS = 184           # segs[6]: ES CS SS DS FS GS, 24 bytes each: sel, pad, base, limit, flags
 ENV_ERROR_CODE = 5384
@@ -46,6 +53,10 @@ ENV_EXCEPTION_IS_INT = 5388
 ENV_OLD_EXCEPTION = 5496
 HF_INHIBIT_IRQ = 1 << 3
 SEG_CS, SEG_SS = 1, 2
+CR0_PG = 1 << 31
+CR4_PSE, CR4_PAE = 1 << 4, 1 << 5
+PDE_PS = 1 << 7
+PAE_ADDR = 0x000FFFFFFFFFF000      # physical address bits of a PAE entry (NX and flags off)
 
 
 class Vcpu:
@@ -55,20 +66,24 @@ class Vcpu:
         self.mem: GuestMemory = machine.mem
         self.stats: exits.ExitStats = machine.stats
         self.uc = uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        # With no exits list, emu_start translates its `until` address to place a
+        # stop there: under paging that walk faults and overwrites CR2 and
+        # old_exception. An enabled, empty exits list makes `until` unused.
+        uc.ctl_exits_enabled(True)
+        uc.ctl_set_exits([])
+        self._ctx = uc.context_save()      # one reusable blob for peeks and edits
+        self._in_hook = False
         self._host_ptr = ctypes.addressof(ctypes.c_char.from_buffer(self.mem.buffer))
-        self._open_bus_pages: set[int] = set()
         self._a20 = True
         self._map_memory()
         self.mem.invalidate = self._invalidate
-        self._remove_cache = uc.ctl_remove_cache
-        self.regs = Regs(uc)
+        self.regs = Regs(uc, self.set_eip)
         self.delivery = InterruptDelivery(self)
         self.trace = trace
         self.halted = False
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
         uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._on_rom_write)
-        uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED, self._on_unmapped)
         uc.hook_add(UC_HOOK_MEM_FETCH_UNMAPPED, self._on_fetch_unmapped)
         if trace is not None and dispatch == "auto":
             dispatch = "python"          # --trace needs every exit to pass through Python
@@ -80,8 +95,10 @@ class Vcpu:
             uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, X.UC_X86_INS_OUT)
             for base, length, dev in machine.mmio.ranges():
                 self._map_mmio(base, length, dev.name, machine.mmio)
+        self._map_open_bus()
         self.stats.sources.append(self.fast.counts)
-        self._remove_cache = getattr(self.fast, "remove_cache", uc.ctl_remove_cache)
+        self.fast.set_ram(self._host_ptr, self.mem.span)
+        self.max_overrun_ns = 0            # the latest return to the host after a deadline
         self.calibrate()
         self.reset()
 
@@ -110,13 +127,19 @@ class Vcpu:
             uc.mem_map_ptr(HIGH_BASE, size - HIGH_BASE, UC_PROT_ALL, ptr + HIGH_BASE)
 
     def _invalidate(self, lo: int, hi: int) -> None:
-        # Host writes bypass Unicorn's dirty tracking: drop translated code (notes §5).
+        """Host writes bypass Unicorn's dirty tracking: drop the translated code of
+        physical [lo, hi) (docs/unicorn.md). RAM is invalidated by physical range in
+        any paging state; ROM is engine-owned memory, refreshed from the host copy."""
+        self.fast.invalidate_phys(lo, hi)
         if lo < ROM_END and hi > ROM_BASE:
             for plo, phi in self._rom_pieces:
                 a, b = max(lo, plo), min(hi, phi)
                 if a < b:
                     self.uc.mem_write(a, bytes(self.mem.view[a:b]))
-        self._remove_cache(lo, hi)
+                    if self.paging():
+                        self.uc.ctl_flush_tb()      # no physical handle on ROM pages
+                    else:
+                        self.uc.ctl_remove_cache(a, b)
 
     def set_a20(self, enabled: bool) -> None:
         """Gate address line 20 by remapping 1 MiB..+64 KiB (Unicorn has no A20 gate).
@@ -128,20 +151,21 @@ class Vcpu:
         if enabled == self._a20:
             return
         uc, ptr = self.uc, self._host_ptr
-        self._drop_open_bus(HIGH_BASE, HIGH_BASE + A20_WRAP)
-        if self.mem.size > HIGH_BASE:
-            uc.mem_unmap(HIGH_BASE, min(self.mem.size, HIGH_BASE + A20_WRAP) - HIGH_BASE)
-        else:
-            try:
-                uc.mem_unmap(HIGH_BASE, A20_WRAP)
-            except UcError:
-                pass
+        lo, hi = HIGH_BASE, HIGH_BASE + A20_WRAP
+        ram_end = min(max(self.mem.size, lo), hi)            # RAM inside the window
+        holes = [(a, b) for a, b in self._open_bus if lo <= a and b <= hi]
         if enabled:
-            if self.mem.size > HIGH_BASE:
-                n = min(self.mem.size, HIGH_BASE + A20_WRAP) - HIGH_BASE
-                uc.mem_map_ptr(HIGH_BASE, n, UC_PROT_ALL, ptr + HIGH_BASE)
+            uc.mem_unmap(lo, A20_WRAP)
+            if ram_end > lo:
+                uc.mem_map_ptr(lo, ram_end - lo, UC_PROT_ALL, ptr + lo)
+            for a, b in holes:
+                self._map_open_bus_range(a, b)
         else:
-            uc.mem_map_ptr(HIGH_BASE, A20_WRAP, UC_PROT_ALL, ptr)
+            if ram_end > lo:
+                uc.mem_unmap(lo, ram_end - lo)
+            for a, b in holes:
+                uc.mem_unmap(a, b - a)
+            uc.mem_map_ptr(lo, A20_WRAP, UC_PROT_ALL, ptr)
         self._a20 = enabled
         self.flush_tlb()
         uc.ctl_flush_tb()
@@ -154,11 +178,6 @@ class Vcpu:
     @property
     def a20(self) -> bool:
         return self._a20
-
-    def _drop_open_bus(self, lo: int, hi: int) -> None:
-        for page in [p for p in self._open_bus_pages if lo <= p < hi]:
-            self.uc.mem_unmap(page, PAGE)
-            self._open_bus_pages.discard(page)
 
     @staticmethod
     def _mmio_pages(base: int, length: int) -> tuple[int, int]:
@@ -176,12 +195,40 @@ class Vcpu:
             bus.write(lo + offset, size, value)
         self.uc.mmio_map(lo, hi - lo, rd, None, wr, None)
 
-    def _on_unmapped(self, uc, access, addr, size, value, ud) -> bool:
-        # Nothing decodes this address: map an "open bus" page that reads as all
-        # ones, ignores writes and counts each access, then retry the access.
-        page = addr & ~(PAGE - 1)
-        if page in self._open_bus_pages or page >= 1 << 32:
-            return False
+    # -- open bus: every physical address nothing decodes ---------------------------
+    def _decoded(self) -> list[tuple[int, int]]:
+        """Page ranges that RAM, video memory, ROM or a device answers (A20 on)."""
+        size = self.mem.size
+        spans = [(0, min(size, CONVENTIONAL_END)), (VIDEO_BASE, ROM_BASE)] + self._rom_pieces
+        if size > HIGH_BASE:
+            spans.append((HIGH_BASE, size))
+        spans += [self._mmio_pages(b, n) for b, n, _ in self.machine.mmio.ranges()]
+        return sorted(s for s in spans if s[1] > s[0])
+
+    def _map_open_bus(self) -> None:
+        """Map every hole below 4 GiB once, as MMIO that reads all ones, drops writes and
+        counts each access as ``unassigned``: constant host memory and set-up time, however
+        much of the address space a guest probes. The 64 KiB above 1 MiB is its own piece
+        where it is a hole, so the A20 gate can remap it alone."""
+        holes, at = [], 0
+        for lo, hi in self._decoded() + [(1 << 32, 1 << 32)]:
+            if lo > at:
+                holes.append((at, lo))
+            at = max(at, hi)
+        window = (HIGH_BASE, HIGH_BASE + A20_WRAP)
+        self._open_bus: list[tuple[int, int]] = []
+        for lo, hi in holes:
+            for a, b in ((lo, min(hi, window[0])), (max(lo, window[0]), min(hi, window[1])),
+                         (max(lo, window[1]), hi)):
+                if a < b:
+                    self._open_bus.append((a, b))
+        for lo, hi in self._open_bus:
+            self._map_open_bus_range(lo, hi)
+
+    def _map_open_bus_range(self, lo: int, hi: int) -> None:
+        if self.fast.kind == "c":
+            self.fast.map_open_bus(lo, hi - lo)
+            return
         stats = self.stats
 
         def rd(uc, offset, size, ud):
@@ -190,9 +237,8 @@ class Vcpu:
 
         def wr(uc, offset, size, value, ud):
             stats.count(exits.UNASSIGNED, "mmio")
-        uc.mmio_map(page, PAGE, rd, None, wr, None)
-        self._open_bus_pages.add(page)
-        return True
+        self._open_bus_callbacks = getattr(self, "_open_bus_callbacks", []) + [(rd, wr)]
+        self.uc.mmio_map(lo, hi - lo, rd, None, wr, None)
 
     def _on_fetch_unmapped(self, uc, access, addr, size, value, ud) -> bool:
         return False   # emu_start raises; the loop reports the address
@@ -219,12 +265,14 @@ class Vcpu:
                                "(unicorn==2.1.4 is required)")
 
     def _edit_ctx(self, fn: Callable[[int], None]) -> None:
-        ctx = self.uc.context_save()
+        ctx = self._ctx
+        self.uc.context_update(ctx)
         fn(self._ctx_ptr(ctx))
         self.uc.context_restore(ctx)
 
     def _peek_ctx(self, off: int, ctype=ctypes.c_uint32) -> int:
-        ctx = self.uc.context_save()
+        ctx = self._ctx
+        self.uc.context_update(ctx)
         return ctype.from_address(self._ctx_ptr(ctx) + off).value
 
     def clear_old_exception(self) -> None:
@@ -232,6 +280,18 @@ class Vcpu:
             ctypes.c_int32.from_address(p + ENV_OLD_EXCEPTION).value = -1
         if self._peek_ctx(ENV_OLD_EXCEPTION, ctypes.c_int32) != -1:
             self._edit_ctx(edit)
+
+    def set_eip(self, eip: int) -> None:
+        """Move the guest to ``eip``. Inside a hook the write goes through the
+        context blob: a ``reg_write(EIP)`` there would leave every later I/O hook of
+        the slice a stale EIP (docs/unicorn.md). Between slices it is a plain write."""
+        if not self._in_hook:
+            self.uc.reg_write(X.UC_X86_REG_EIP, eip)
+            return
+
+        def edit(p: int) -> None:
+            ctypes.c_uint64.from_address(p + ENV_EIP).value = eip & 0xFFFFFFFF
+        self._edit_ctx(edit)
 
     def in_irq_shadow(self) -> bool:
         return bool(self._peek_ctx(ENV_HFLAGS) & HF_INHIBIT_IRQ)
@@ -255,31 +315,68 @@ class Vcpu:
         cs = self.uc.reg_read(X.UC_X86_REG_CS)
         return f"CS:IP={cs:04X}:{self.uc.reg_read(X.UC_X86_REG_EIP):04X}"
 
-    # -- linear memory (paging aware, no permission checks: host walker, notes §6) --
+    # -- linear memory (paging aware, no permission checks, no side effects) ----------
+    def paging(self) -> bool:
+        return bool(self.uc.reg_read(X.UC_X86_REG_CR0) & CR0_PG)
+
     def lin2phys(self, lin: int) -> int:
-        uc = self.uc
-        cr0 = uc.reg_read(X.UC_X86_REG_CR0)
-        if not cr0 & (1 << 31):
-            return lin & 0xFFFFFFFF
+        """The physical address of linear ``lin`` through the guest's page tables
+        (32-bit 2-level with 4 MiB pages, or PAE with 2 MiB pages), as the MMU would
+        find it, without setting A/D bits or touching CR2. GuestFault if unmapped."""
+        uc, mem = self.uc, self.mem
+        lin &= 0xFFFFFFFF
+        if not uc.reg_read(X.UC_X86_REG_CR0) & CR0_PG:
+            return lin
         cr3 = uc.reg_read(X.UC_X86_REG_CR3)
         cr4 = uc.reg_read(X.UC_X86_REG_CR4)
-        pde = self.mem.u32((cr3 & ~0xFFF) + ((lin >> 22) & 0x3FF) * 4)
-        if not pde & 1:
-            raise GuestFault(f"linear {lin:#x} not mapped (PDE)")
-        if cr4 & 0x10 and pde & 0x80:
-            return (pde & 0xFFC00000) | (lin & 0x3FFFFF)
-        pte = self.mem.u32((pde & ~0xFFF) + ((lin >> 12) & 0x3FF) * 4)
-        if not pte & 1:
-            raise GuestFault(f"linear {lin:#x} not mapped (PTE)")
-        return (pte & ~0xFFF) | (lin & 0xFFF)
+        try:
+            if cr4 & CR4_PAE:
+                pdpte = mem.u64((cr3 & ~0x1F) + (lin >> 30) * 8)
+                if not pdpte & 1:
+                    raise GuestFault(f"linear {lin:#x} not mapped (PDPTE)")
+                pde = mem.u64((pdpte & PAE_ADDR) + ((lin >> 21) & 0x1FF) * 8)
+                if not pde & 1:
+                    raise GuestFault(f"linear {lin:#x} not mapped (PDE)")
+                if pde & PDE_PS:
+                    return (pde & PAE_ADDR & ~0x1FFFFF) | (lin & 0x1FFFFF)
+                pte = mem.u64((pde & PAE_ADDR) + ((lin >> 12) & 0x1FF) * 8)
+                if not pte & 1:
+                    raise GuestFault(f"linear {lin:#x} not mapped (PTE)")
+                return (pte & PAE_ADDR) | (lin & 0xFFF)
+            pde = mem.u32((cr3 & ~0xFFF) + (lin >> 22) * 4)
+            if not pde & 1:
+                raise GuestFault(f"linear {lin:#x} not mapped (PDE)")
+            if cr4 & CR4_PSE and pde & PDE_PS:
+                return (pde & 0xFFC00000) | ((pde >> 13 & 0xFF) << 32) | (lin & 0x3FFFFF)
+            pte = mem.u32((pde & ~0xFFF) + ((lin >> 12) & 0x3FF) * 4)
+            if not pte & 1:
+                raise GuestFault(f"linear {lin:#x} not mapped (PTE)")
+            return (pte & ~0xFFF) | (lin & 0xFFF)
+        except GuestMemoryError:
+            raise GuestFault(f"linear {lin:#x}: page tables point outside guest RAM") from None
 
     def read_linear(self, lin: int, n: int) -> bytes:
-        return b"".join(bytes([self.mem.u8(self.lin2phys(lin + i))]) for i in range(n)) \
-            if n <= 8 else bytes(self.mem.u8(self.lin2phys(lin + i)) for i in range(n))
+        """``n`` bytes at linear ``lin``, page by page. GuestFault if any page is
+        unmapped or outside RAM."""
+        out = bytearray()
+        while n > 0:
+            chunk = min(n, PAGE - (lin & (PAGE - 1)))
+            try:
+                out += self.mem.read(self.lin2phys(lin), chunk)
+            except GuestMemoryError:
+                raise GuestFault(f"linear {lin:#x} is outside guest RAM") from None
+            lin, n = lin + chunk, n - chunk
+        return bytes(out)
 
     def write_linear(self, lin: int, data: bytes) -> None:
-        for i, b in enumerate(data):
-            self.mem.write(self.lin2phys(lin + i), bytes([b]))
+        view = memoryview(data)
+        while view:
+            chunk = min(len(view), PAGE - (lin & (PAGE - 1)))
+            try:
+                self.mem.write(self.lin2phys(lin), bytes(view[:chunk]))
+            except GuestMemoryError:
+                raise GuestFault(f"linear {lin:#x} is outside guest RAM") from None
+            lin, view = lin + chunk, view[chunk:]
 
     # -- reset ---------------------------------------------------------------------
     def reset(self) -> None:
@@ -300,29 +397,63 @@ class Vcpu:
         uc.ctl_flush_tb()
 
     # -- hooks -----------------------------------------------------------------------
-    def _stop(self) -> None:
-        self.fast.stop_reason = fastpath.STOP_HOST
-        self.uc.emu_stop()
-
     def kick(self) -> None:
-        """Ask for control at the next block start (safe from any thread)."""
+        """Ask for control at the next block start (safe from any thread, and the only
+        way a hook may end the slice: an emu_stop inside an I/O or MMIO hook resumes at
+        the instruction being executed and runs it again)."""
         self.fast.kick = 1
 
-    def _trace(self, kind: str, detail: str) -> None:
-        if self.trace:
-            self.trace(f"{kind:<10} {self.where():<20} {self.disassemble_at_pc():<28} {detail}")
+    def _fail_in_hook(self, reason: str) -> None:
+        self.machine.fail(reason)
+        self.kick()
+
+    def _device_error(self, exc: BaseException) -> None:
+        """A device model raised while serving the guest: end the run with the reason,
+        as the C dispatch does, instead of letting the exception escape the engine."""
+        text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        self._fail_in_hook(f"device model error: {text}")
+
+    def _trace(self, kind: str, detail: str, at: int | None = None) -> None:
+        """One trace line; ``at`` is the EIP of the instruction that made the exit when
+        it is not the current EIP (a software interrupt has already moved past it)."""
+        eip = self.uc.reg_read(X.UC_X86_REG_EIP) if at is None else at
+        cs = self.uc.reg_read(X.UC_X86_REG_CS)
+        self.trace(f"{kind:<10} {f'CS:IP={cs:04X}:{eip:04X}':<20} "
+                   f"{self.disassemble_at(eip):<28} {detail}")
+
+    def disassemble_at(self, eip: int) -> str:
+        from hv.trace import disassemble
+        real = not self.uc.reg_read(X.UC_X86_REG_CR0) & 1
+        try:
+            code = self.read_linear(self._cs_base() + (eip & (0xFFFF if real else 0xFFFFFFFF)), 15)
+        except GuestFault:
+            return "?"
+        return disassemble(code, eip, 16 if real else 32)
 
     def disassemble_at_pc(self) -> str:
-        from hv.trace import disassemble
+        return self.disassemble_at(self.uc.reg_read(X.UC_X86_REG_EIP))
+
+    def _cs_base(self) -> int:
+        if not self.uc.reg_read(X.UC_X86_REG_CR0) & 1:
+            return self.uc.reg_read(X.UC_X86_REG_CS) << 4
+        return self.seg_base(SEG_CS)
+
+    def _soft_int_eip(self, intno: int) -> int:
+        """Where the `int n` (CD n), `int3` (CC), `into` (CE) or `int1` (F1) that raised
+        ``intno`` starts: EIP has already moved past it."""
+        eip = self.uc.reg_read(X.UC_X86_REG_EIP)
         try:
-            code = self.mem.read(self.pc(), 15)
-        except Exception:
-            return "?"
-        real = not self.uc.reg_read(X.UC_X86_REG_CR0) & 1
-        return disassemble(code, self.uc.reg_read(X.UC_X86_REG_EIP), 16 if real else 32)
+            before = self.read_linear(self._cs_base() + eip - 2, 2)
+        except GuestFault:
+            return eip
+        return eip - 2 if before == bytes([0xCD, intno]) else eip - 1
 
     def _on_in(self, uc, port, size, ud) -> int:
-        v = self.machine.ports.read(port, size)
+        try:
+            v = self.machine.ports.read(port, size)
+        except Exception as e:                    # a device model bug, reported
+            self._device_error(e)
+            return (1 << (8 * size)) - 1
         if self.trace:
             self._trace("in", f"port {port:#06x} -> {v:#x}")
         self._after_io()
@@ -331,49 +462,63 @@ class Vcpu:
     def _on_out(self, uc, port, size, value, ud) -> None:
         if self.trace:
             self._trace("out", f"port {port:#06x} <- {value:#x}")
-        self.machine.ports.write(port, size, value)
+        try:
+            self.machine.ports.write(port, size, value)
+        except Exception as e:
+            self._device_error(e)
+            return
         self._after_io()
 
     def _after_io(self) -> None:
-        # A device asked for something that must happen before the next instruction
-        # (a reset, the run ending): stop right after this instruction.
+        # A device asked for something that needs the host loop (a reset, the run
+        # ending): stop at the next block start.
         if self.machine.stop_requested:
-            self._stop()
+            self.kick()
 
     def _on_intr(self, uc, intno, ud) -> None:
-        soft = bool(self._peek_ctx(ENV_EXCEPTION_IS_INT))
-        err = None
-        real = not uc.reg_read(X.UC_X86_REG_CR0) & 1
-        if not soft and not real and intno in ERROR_CODE_VECTORS:
-            err = self._peek_ctx(ENV_ERROR_CODE)
-        self.stats.count(exits.SOFTINT if soft else exits.EXCEPTION, f"int {intno:#04x}")
-        if self.trace:
-            self._trace("softint" if soft else "exception", f"vector {intno:#04x}")
+        self._in_hook = True
         try:
+            soft = bool(self._peek_ctx(ENV_EXCEPTION_IS_INT))
+            err = None
+            real = not uc.reg_read(X.UC_X86_REG_CR0) & 1
+            if not soft and not real and intno in ERROR_CODE_VECTORS:
+                err = self._peek_ctx(ENV_ERROR_CODE)
+            self.stats.count(exits.SOFTINT if soft else exits.EXCEPTION, f"int {intno:#04x}")
+            if self.trace:
+                self._trace("softint" if soft else "exception", f"vector {intno:#04x}",
+                            at=self._soft_int_eip(intno) if soft else None)
             self.delivery.deliver(intno, err, soft)
         except GuestFault as e:
-            self.machine.fail(f"{e} at {self.where()}")
-            self._stop()
+            self._fail_in_hook(f"{e} at {self.where()}")
+        except Exception as e:
+            self._device_error(e)
+        finally:
+            self._in_hook = False
 
     def _on_invalid(self, uc, ud=None) -> bool:
-        pc = self.pc()
+        self._in_hook = True
         try:
-            code = self.mem.read(pc, SITE_LEN)
-        except Exception:
-            code = b""
-        if code[:3] == VMCALL:
-            return self._hypercall(int.from_bytes(code[3:5], "little"))
-        self.stats.count(exits.EXCEPTION, "#UD")
-        if self.trace:
-            self._trace("exception", "#UD")
-        try:
-            self.delivery.deliver(6)
-        except GuestFault as e:
-            self.machine.fail(f"invalid opcode {code[:4].hex()} and {e} at {self.where()}")
-            self._stop()
+            try:
+                code = self.read_linear(self.pc(), SITE_LEN)
+            except GuestFault:
+                code = b""
+            if code[:3] == VMCALL:
+                self._hypercall(int.from_bytes(code[3:5], "little"))
+                return True
+            self.stats.count(exits.EXCEPTION, "#UD")
+            if self.trace:
+                self._trace("exception", "#UD")
+            try:
+                self.delivery.deliver(6)
+            except GuestFault as e:
+                self._fail_in_hook(f"invalid opcode {code[:4].hex()} and {e} at {self.where()}")
+        except Exception as e:
+            self._device_error(e)
+        finally:
+            self._in_hook = False
         return True
 
-    def _hypercall(self, number: int) -> bool:
+    def _hypercall(self, number: int) -> None:
         entry = self.machine.hypercalls.lookup(number)
         name = entry[0] if entry else f"unknown {number:#x}"
         self.stats.count(exits.HYPERCALL, name)
@@ -381,18 +526,16 @@ class Vcpu:
             self._trace("hypercall", name)
         eip = self.uc.reg_read(X.UC_X86_REG_EIP)
         if entry is None:
-            self.machine.fail(f"unknown hypercall {number:#x} at {self.where()}")
-            self._stop()
-            return True
+            self._fail_in_hook(f"unknown hypercall {number:#x} at {self.where()}")
+            return
         ctx = HypercallContext(self.machine, self.regs, number)
         result = entry[1](ctx)
         if result is BLOCK:
-            self.uc.reg_write(X.UC_X86_REG_EIP, eip - 2)      # back to the sti; hlt
+            self.set_eip(eip - 2)                 # back to the sti; hlt
         elif self.uc.reg_read(X.UC_X86_REG_EIP) == eip:
-            self.uc.reg_write(X.UC_X86_REG_EIP, eip + SITE_LEN)
+            self.set_eip(eip + SITE_LEN)
         if self.machine.stop_requested:
-            self._stop()
-        return True
+            self.kick()
 
     # -- interrupts ------------------------------------------------------------------
     def interrupts_enabled(self) -> bool:
@@ -404,14 +547,18 @@ class Vcpu:
         if not pic.has_interrupt() or not self.interrupts_enabled():
             return False
         if self.in_irq_shadow():
-            # The instruction after sti / mov ss runs before any interrupt (notes §1.6).
-            if self.halted or self.mem.u8(self.pc()) == 0xF4:
-                if not self.halted:   # sti; hlt: the interrupt returns past the hlt
-                    self.uc.reg_write(X.UC_X86_REG_EIP, self.uc.reg_read(X.UC_X86_REG_EIP) + 1)
-            else:
-                self.uc.emu_start(self.uc.reg_read(X.UC_X86_REG_EIP), UNTIL, count=1)
-                if not self.interrupts_enabled():
+            # The instruction after sti / mov ss runs before any interrupt.
+            if not self.halted:
+                try:
+                    at_hlt = self.read_linear(self.pc(), 1) == b"\xf4"
+                except GuestFault:
+                    at_hlt = False
+                if not at_hlt:
+                    # Let the shadowed block run; the block hook stops at the next one.
+                    self.fast.irq_hold = 1
                     return False
+                # sti; hlt: the interrupt returns past the hlt, as on hardware.
+                self.uc.reg_write(X.UC_X86_REG_EIP, self.uc.reg_read(X.UC_X86_REG_EIP) + 1)
         vector = pic.acknowledge()
         self.stats.count(exits.IRQ, f"vector {vector:#04x}")
         if self.trace:
@@ -423,8 +570,10 @@ class Vcpu:
     # -- the loop --------------------------------------------------------------------
     def run(self) -> None:
         """Run until the machine asks to stop (guest end, --until, timeout, error)."""
-        m, uc, fast = self.machine, self.uc, self.fast
+        m, uc, fast, clock = self.machine, self.uc, self.fast, self.machine.clock
+        missed = fast.missed
         while not m.stop_requested:
+            fast.ack()
             m.service()
             if m.stop_requested:
                 break
@@ -441,27 +590,37 @@ class Vcpu:
                 m.idle()
                 continue
             fast.stop_reason = fastpath.STOP_NONE
+            due = clock.next_deadline()
             try:
                 uc.emu_start(uc.reg_read(X.UC_X86_REG_EIP), UNTIL)
             except UcError as e:
                 m.fail(f"guest fault: {e} at {self.where()} (linear {self.pc():#x})")
                 break
+            if due is not None:
+                late = clock.now() - due
+                if late > self.max_overrun_ns:
+                    self.max_overrun_ns = late
+            if fast.missed != missed:
+                self.stats.count(exits.WATCHDOG, "missed deadline", fast.missed - missed)
+                m.warn(f"watchdog: the vCPU missed a deadline; kicked it again "
+                       f"({fast.missed - missed} time(s))")
+                missed = fast.missed
             if fast.stop_reason == fastpath.STOP_NONE:
                 self._classify_silent_stop()
             elif fast.stop_reason == fastpath.STOP_KICK and not fast.doorbell_kick():
                 self.stats.count(exits.TIMER)     # a doorbell's kick is that doorbell's exit
 
     def _classify_silent_stop(self) -> None:
-        # HLT leaves no exit reason (notes §4): EIP is just past the hlt.
+        # HLT leaves no exit reason: EIP is just past the hlt.
         try:
-            after_hlt = self.mem.u8(self.pc() - 1) == 0xF4
-        except Exception:
+            after_hlt = self.read_linear(self.pc() - 1, 1) == b"\xf4"
+        except GuestFault:
             after_hlt = False
         if after_hlt:
             self.halted = True
             self.stats.count(exits.HLT)
             if self.trace:
-                self._trace("hlt", "")
+                self._trace("hlt", "", at=self.uc.reg_read(X.UC_X86_REG_EIP) - 1)
         else:
             self.machine.fail(f"the CPU stopped (triple fault?) at {self.where()}")
 

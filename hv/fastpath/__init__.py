@@ -17,10 +17,12 @@ block): correct, much slower. ``load()`` picks C when it was built.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
+import sys
 import threading
-from functools import partial
 import time
+from functools import partial
 
 from unicorn import UC_HOOK_BLOCK, Uc
 from unicorn.unicorn_py3.unicorn import uclib
@@ -31,6 +33,7 @@ from unicorn.x86_const import UC_X86_REG_EFLAGS
 STOP_NONE, STOP_KICK, STOP_IRQ, STOP_HOST = 0, 1, 2, 3
 
 IF_FLAG = 0x200
+WATCHDOG_NS = 10_000_000      # an unanswered kick is sent again after this (fastpath.c)
 
 try:  # pragma: no cover - depends on the build
     from hv.fastpath import _fastpath  # type: ignore[attr-defined]
@@ -42,8 +45,41 @@ def c_available() -> bool:
     return _fastpath is not None
 
 
+def _uch(uc: Uc) -> int:
+    return ctypes.cast(uc._uch, ctypes.c_void_p).value
+
+
+class _EngineFunctions:
+    """Two engine internals libunicorn exports (x86 build): guest RAM host address ->
+    QEMU ram_addr, and drop translated code by ram_addr range (i.e. by physical
+    memory, whatever the guest's paging)."""
+
+    def __init__(self) -> None:
+        self.ram_addr = uclib.qemu_ram_addr_from_host_x86_64
+        self.ram_addr.restype = ctypes.c_uint64
+        self.ram_addr.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        self.tb_invalidate = uclib.tb_invalidate_phys_range_x86_64
+        self.tb_invalidate.restype = None
+        self.tb_invalidate.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]
+        self.ram_addr_ptr = ctypes.cast(self.ram_addr, ctypes.c_void_p).value
+        self.tb_invalidate_ptr = ctypes.cast(self.tb_invalidate, ctypes.c_void_p).value
+
+
+@functools.lru_cache(maxsize=1)
+def _engine_functions() -> _EngineFunctions:
+    return _EngineFunctions()
+
+
+RAM_ADDR_INVALID = (1 << 64) - 1
+
+
 class _Base:
     kind = "?"
+    irq_hold = 0
+    missed = 0
+
+    def ack(self) -> None:
+        """The host has the CPU back (the watchdog's sign of life)."""
 
     def set_deadline(self, host_ns: int | None) -> None:
         raise NotImplementedError
@@ -83,12 +119,6 @@ class CFastpath(_Base):
         lib.hv_ctl_init(self.ctl, ffi.cast("void *", stop), ffi.cast("void *", regread),
                         UC_X86_REG_EFLAGS, self._handle)
         self._hook(UC_HOOK_BLOCK, "hv_block_hook")
-        from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TB_REMOVE_CACHE
-        uc_ctl = ctypes.cast(uclib.uc_ctl, ctypes.c_void_p).value
-        uch = ctypes.cast(uc._uch, ctypes.c_void_p).value
-        code = (UC_CTL_IO_WRITE << 30) | (2 << 26) | UC_CTL_TB_REMOVE_CACHE
-        lib.hv_set_engine(self.ctl, ffi.cast("void *", uch), ffi.cast("void *", uc_ctl), code)
-        self.remove_cache = partial(lib.hv_remove_cache, self.ctl)
         if lib.hv_ticker_start(self.ctl) != 0:
             raise RuntimeError("cannot start the ticker thread")
         self.devices: list = []
@@ -97,6 +127,8 @@ class CFastpath(_Base):
         self._cdata: dict[int, tuple] = {}
         self._windows: list[Window] = []
         self._next_shadow = 0
+        self._next_region = 0
+        self._open_bus: dict[int, int] = {}
         self._tx_sink = None
 
     def _addr(self, name: str) -> int:
@@ -136,8 +168,31 @@ class CFastpath(_Base):
     def stop_reason(self, v: int) -> None:
         self.ctl.stop_reason = v
 
+    @property
+    def irq_hold(self) -> int:
+        return self.ctl.irq_hold
+
+    @irq_hold.setter
+    def irq_hold(self, v: int) -> None:
+        self.ctl.irq_hold = v
+
+    @property
+    def missed(self) -> int:
+        return self.ctl.missed
+
+    def ack(self) -> None:
+        self.ctl.host_epoch += 1
+
     def set_deadline(self, host_ns: int | None) -> None:
         self._lib.hv_set_deadline(self.ctl, -1 if host_ns is None else host_ns)
+
+    def set_ram(self, host_ptr: int, span: int) -> None:
+        ffi, fn = self._ffi, _engine_functions()
+        self._lib.hv_set_engine(self.ctl, ffi.cast("void *", _uch(self.uc)),
+                                ffi.cast("void *", fn.ram_addr_ptr),
+                                ffi.cast("void *", fn.tb_invalidate_ptr),
+                                ffi.cast("void *", host_ptr), span)
+        self.invalidate_phys = partial(self._lib.hv_invalidate_phys, self.ctl)
 
     def close(self) -> None:
         self._lib.hv_ticker_stop(self.ctl)
@@ -164,21 +219,38 @@ class CFastpath(_Base):
             slot.off = machine.ports.offset_at(port)
         self._hook(UC_HOOK_INSN, "hv_port_in", ctypes.c_int(UC_X86_INS_IN))
         self._hook(UC_HOOK_INSN, "hv_port_out", ctypes.c_int(UC_X86_INS_OUT))
-        for i, (base, length, dev) in enumerate(machine.mmio.ranges()):
+        for base, length, dev in machine.mmio.ranges():
             lo, hi = vcpu._mmio_pages(base, length)
-            region = ctl.mmio[i]
-            region.ctl, region.base, region.dev = ctl, lo, index[id(dev)]
-            region.length = base - lo + length
+            i, region = self._region(lo, hi)
+            region.dev, region.length = index[id(dev)], base - lo + length
             if hasattr(dev, "doorbell_offset"):
                 region.doorbell_off = base - lo + dev.doorbell_offset
                 region.doorbell_active = 1
             self.regions[i] = dev
-            ud = ctypes.c_void_p(int(self._ffi.cast("uintptr_t", self._ffi.addressof(region))))
-            err = uclib.uc_mmio_map(self.uc._uch, lo, hi - lo,
-                                    ctypes.c_void_p(self._addr("hv_mmio_read")), ud,
-                                    ctypes.c_void_p(self._addr("hv_mmio_write")), ud)
-            if err:
-                raise RuntimeError(f"uc_mmio_map({lo:#x}) failed: {err}")
+
+    def _region(self, lo: int, hi: int, i: int | None = None):
+        """A C MMIO region (the next free one unless ``i``), mapped over [lo, hi); its
+        window starts empty (length 0: every access is unassigned) until the caller sets one."""
+        if i is None:
+            i = self._next_region
+            if i >= len(self.ctl.mmio):
+                raise RuntimeError(f"the C dispatch holds {len(self.ctl.mmio)} MMIO regions")
+            self._next_region += 1
+        region = self.ctl.mmio[i]
+        region.ctl, region.base, region.length = self.ctl, lo, 0
+        ud = ctypes.c_void_p(int(self._ffi.cast("uintptr_t", self._ffi.addressof(region))))
+        err = uclib.uc_mmio_map(self.uc._uch, lo, hi - lo,
+                                ctypes.c_void_p(self._addr("hv_mmio_read")), ud,
+                                ctypes.c_void_p(self._addr("hv_mmio_write")), ud)
+        if err:
+            raise RuntimeError(f"uc_mmio_map({lo:#x}) failed: {err}")
+        return i, region
+
+    def map_open_bus(self, base: int, size: int) -> None:
+        """Physical addresses nothing decodes: all ones, writes dropped, counted in C.
+        Mapping the same range again (the A20 window) reuses its region."""
+        i, _ = self._region(base, base + size, self._open_bus.get(base))
+        self._open_bus[base] = i
 
     def doorbell_kick(self) -> bool:
         return bool(self.ctl.doorbells_pending)
@@ -400,13 +472,21 @@ class PyFastpath(_Base):
     kind = "python"
 
     def __init__(self, uc: Uc) -> None:
+        self.uc = uc
         self.kick = 0
         self.irq_pending = 0
+        self.irq_hold = 0
         self.stop_reason = STOP_NONE
+        self.missed = 0
+        self._epoch = 0
         self._deadline: int | None = None
         self._cv = threading.Condition()
         self._running = True
         uc.hook_add(UC_HOOK_BLOCK, self._block)
+        # The ticker needs the GIL to set `kick` while the block hook (Python) holds it
+        # between blocks; a waiting thread gets it after at most the switch interval
+        # (5 ms by default), which would be most of the 10 ms a deadline may slip.
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
         self._thread = threading.Thread(target=self._ticker, name="hv-ticker", daemon=True)
         self._thread.start()
 
@@ -415,22 +495,62 @@ class PyFastpath(_Base):
             self.kick = 0
             self.stop_reason = STOP_KICK
             uc.emu_stop()
-        elif self.irq_pending and uc.reg_read(UC_X86_REG_EFLAGS) & IF_FLAG:
-            self.stop_reason = STOP_IRQ
-            uc.emu_stop()
+        elif self.irq_pending:
+            if self.irq_hold:
+                self.irq_hold = 0
+            elif uc.reg_read(UC_X86_REG_EFLAGS) & IF_FLAG:
+                self.stop_reason = STOP_IRQ
+                uc.emu_stop()
+
+    def ack(self) -> None:
+        self._epoch += 1
 
     def _ticker(self) -> None:
+        # The C ticker's logic, watchdog included (see fastpath.c).
+        recheck, epoch = None, 0
         with self._cv:
             while self._running:
-                if self._deadline is None:
-                    self._cv.wait()
-                    continue
-                wait = (self._deadline - time.monotonic_ns()) / 1e9
-                if wait <= 0:
+                now = time.monotonic_ns()
+                if recheck is not None and now >= recheck:
+                    if self._epoch == epoch:
+                        self.kick = 1
+                        self.missed += 1
+                        recheck = now + WATCHDOG_NS
+                    else:
+                        recheck = None
+                d = self._deadline
+                if d is not None and now >= d:
                     self.kick = 1
                     self._deadline = None
+                    epoch, recheck = self._epoch, now + WATCHDOG_NS
+                    continue
+                wake = min(x for x in (d, recheck, 1 << 62) if x is not None)
+                if wake == 1 << 62:
+                    self._cv.wait()
                 else:
-                    self._cv.wait(wait)
+                    self._cv.wait(max(0.0, (wake - now) / 1e9))
+
+    def set_ram(self, host_ptr: int, span: int) -> None:
+        self._ram, self._span, self._fn = host_ptr, span, _engine_functions()
+
+    def invalidate_phys(self, lo: int, hi: int) -> None:
+        """fastpath.c's hv_invalidate_phys through ctypes."""
+        fn, uch = self._fn, _uch(self.uc)
+        hi = min(hi, self._span)
+        run_lo = run_hi = 0
+        while lo < hi:
+            nxt = min((lo | 0xFFF) + 1, hi)
+            ra = fn.ram_addr(uch, self._ram + lo)
+            if ra != RAM_ADDR_INVALID:
+                if run_hi == ra:
+                    run_hi = ra + nxt - lo
+                else:
+                    if run_hi > run_lo:
+                        fn.tb_invalidate(uch, run_lo, run_hi)
+                    run_lo, run_hi = ra, ra + nxt - lo
+            lo = nxt
+        if run_hi > run_lo:
+            fn.tb_invalidate(uch, run_lo, run_hi)
 
     def set_deadline(self, host_ns: int | None) -> None:
         with self._cv:

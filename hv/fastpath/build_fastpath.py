@@ -31,6 +31,9 @@ typedef struct hv_ctl {
     int32_t stop_reason;
     volatile int64_t deadline_ns;
     uint64_t kicks;
+    int32_t irq_hold;
+    volatile uint64_t host_epoch;
+    uint64_t missed;
     hv_port_slot ports[65536];
     uint64_t pio_count[64];
     uint64_t mmio_count[64];
@@ -43,7 +46,7 @@ typedef struct hv_ctl {
     uint32_t txlen;
     uint8_t tx[4096];
     int32_t doorbells_pending;
-    hv_mmio_region mmio[16];
+    hv_mmio_region mmio[32];
     hv_pit_chan pit[3];
     hv_pic_chip pic[2];
     int64_t clock_origin_ns;
@@ -51,8 +54,9 @@ typedef struct hv_ctl {
 } hv_ctl;
 void hv_ctl_init(hv_ctl *c, void *emu_stop, void *reg_read, int eflags_reg, void *handle);
 void hv_block_hook(void *uc, uint64_t addr, uint32_t size, void *ud);
-void hv_set_engine(hv_ctl *c, void *uc, void *ctl, int remove_cache_code);
-void hv_remove_cache(hv_ctl *c, uint64_t lo, uint64_t hi);
+void hv_set_engine(hv_ctl *c, void *uc, void *ram_addr, void *tb_invalidate, void *ram,
+                   uint64_t ram_span);
+void hv_invalidate_phys(hv_ctl *c, uint64_t lo, uint64_t hi);
 int hv_ticker_start(hv_ctl *c);
 void hv_ticker_stop(hv_ctl *c);
 void hv_set_deadline(hv_ctl *c, int64_t host_ns);

@@ -34,17 +34,45 @@ void hv_ctl_init(hv_ctl *c, void *emu_stop, void *reg_read, int eflags_reg, void
     pthread_cond_init(&c->cv, &a);
 }
 
-void hv_set_engine(hv_ctl *c, void *uc, void *ctl, int remove_cache_code) {
+void hv_set_engine(hv_ctl *c, void *uc, void *ram_addr, void *tb_invalidate, void *ram,
+                   uint64_t ram_span) {
     c->uc = uc;
-    c->ctl = (uc_ctl_fn)ctl;
-    c->remove_cache_code = remove_cache_code;
+    c->ram_addr = (uc_ram_addr_fn)ram_addr;
+    c->tb_invalidate = (uc_tb_invalidate_fn)tb_invalidate;
+    c->ram = (uint8_t *)ram;
+    c->ram_span = ram_span;
 }
 
-/* Drop translated code for [lo, hi) after a host write: one C call instead of
- * the Python binding's ctypes round trip (2.6 us), since devices write guest
- * memory (rings, DMA) far more often than they write code. */
-void hv_remove_cache(hv_ctl *c, uint64_t lo, uint64_t hi) {
-    c->ctl(c->uc, c->remove_cache_code, lo, hi);
+/* Drop translated code for guest-physical [lo, hi) of RAM after a host write (DMA,
+ * a loader). Each page's ram_addr comes from its host address, so the range is
+ * physical whatever the guest's paging (uc_ctl_remove_cache would walk the guest's
+ * page tables, and a failed walk overwrites the guest's CR2). Runs of pages with
+ * consecutive ram_addrs go to the engine in one call. */
+void hv_invalidate_phys(hv_ctl *c, uint64_t lo, uint64_t hi) {
+    if (hi > c->ram_span)
+        hi = c->ram_span;
+    uint64_t run_lo = 0, run_hi = 0;            /* ram_addr range pending */
+    while (lo < hi) {
+        uint64_t next = (lo | 0xFFF) + 1;
+        if (next > hi)
+            next = hi;
+        uint64_t ra = c->ram_addr(c->uc, c->ram + lo);
+        if (ra == (uint64_t)-1) {               /* not RAM the engine knows */
+            lo = next;
+            continue;
+        }
+        if (run_hi == ra) {
+            run_hi = ra + (next - lo);
+        } else {
+            if (run_hi > run_lo)
+                c->tb_invalidate(c->uc, run_lo, run_hi);
+            run_lo = ra;
+            run_hi = ra + (next - lo);
+        }
+        lo = next;
+    }
+    if (run_hi > run_lo)
+        c->tb_invalidate(c->uc, run_lo, run_hi);
 }
 
 /* At every translated-block start: two loads in the common case. */
@@ -56,6 +84,10 @@ void hv_block_hook(void *uc, uint64_t addr, uint32_t size, void *ud) {
         c->emu_stop(uc);
     } else if (c->irq_pending) {
         uint64_t fl = 0;
+        if (c->irq_hold) {          /* the shadowed instruction runs first */
+            c->irq_hold = 0;
+            return;
+        }
         c->reg_read(uc, c->eflags_reg, &fl);
         if (fl & 0x200) {
             c->stop_reason = STOP_IRQ;
@@ -64,25 +96,49 @@ void hv_block_hook(void *uc, uint64_t addr, uint32_t size, void *ud) {
     }
 }
 
+#define WATCHDOG_NS 10000000LL
+
+static int64_t now_ns(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)now.tv_sec * 1000000000LL + now.tv_nsec;
+}
+
+/* Sets kick when the clock's next deadline passes. A kick the host does not
+ * answer (host_epoch unchanged) is sent again every WATCHDOG_NS and counted in
+ * `missed`: a lost kick becomes a counted event, never a hang. */
 static void *ticker(void *arg) {
     hv_ctl *c = (hv_ctl *)arg;
+    int64_t recheck = -1;           /* when to look for an unanswered kick */
+    uint64_t epoch = 0;             /* host_epoch when that kick was sent */
     pthread_mutex_lock(&c->mu);
     while (c->running) {
-        int64_t d = c->deadline_ns;
-        if (d < 0) {
-            pthread_cond_wait(&c->cv, &c->mu);
-            continue;
+        int64_t n = now_ns(), d = c->deadline_ns;
+        if (recheck >= 0 && n >= recheck) {
+            if (c->host_epoch == epoch) {
+                c->kick = 1;
+                c->missed++;
+                recheck = n + WATCHDOG_NS;
+            } else {
+                recheck = -1;
+            }
         }
-        struct timespec now;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        int64_t n = (int64_t)now.tv_sec * 1000000000LL + now.tv_nsec;
-        if (n >= d) {
+        if (d >= 0 && n >= d) {
             c->kick = 1;
             c->kicks++;
             c->deadline_ns = -1;
+            epoch = c->host_epoch;
+            recheck = n + WATCHDOG_NS;
             continue;
         }
-        struct timespec ts = { d / 1000000000LL, d % 1000000000LL };
+        int64_t wake = d;
+        if (recheck >= 0 && (wake < 0 || recheck < wake))
+            wake = recheck;
+        if (wake < 0) {
+            pthread_cond_wait(&c->cv, &c->mu);
+            continue;
+        }
+        struct timespec ts = { wake / 1000000000LL, wake % 1000000000LL };
         pthread_cond_timedwait(&c->cv, &c->mu, &ts);
     }
     pthread_mutex_unlock(&c->mu);
@@ -145,9 +201,7 @@ static inline int window_out(hv_ctl *c, hv_window *w, int size, uint32_t value, 
 #define PIT_HZ 1193182
 
 static inline int64_t pit_now_tick(hv_ctl *c) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t ns = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec - c->clock_origin_ns;
+    int64_t ns = now_ns() - c->clock_origin_ns;
     return (int64_t)((__int128)ns * PIT_HZ / 1000000000LL);
 }
 

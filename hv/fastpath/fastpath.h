@@ -6,7 +6,11 @@
 
 typedef int (*uc_emu_stop_fn)(void *uc);
 typedef int (*uc_reg_read_fn)(void *uc, int regid, void *value);
-typedef int (*uc_ctl_fn)(void *uc, int control, ...);
+/* Engine internals (libunicorn exports them): guest RAM host pointer -> QEMU ram_addr,
+ * and dropping translated code by ram_addr range, i.e. by physical memory, whatever
+ * the guest's paging state (uc_ctl_remove_cache takes guest-virtual addresses). */
+typedef uint64_t (*uc_ram_addr_fn)(void *uc, void *host);
+typedef void (*uc_tb_invalidate_fn)(void *uc, uint64_t start, uint64_t end);
 
 enum { STOP_NONE, STOP_KICK, STOP_IRQ, STOP_HOST };
 enum { PK_NONE = 0, PK_PY = 1, PK_WINDOW = 2, PK_SHADOW = 3, PK_TXBUF = 4, PK_PIT = 5,
@@ -14,7 +18,7 @@ enum { PK_NONE = 0, PK_PY = 1, PK_WINDOW = 2, PK_SHADOW = 3, PK_TXBUF = 4, PK_PI
 
 #define HV_MAX_DEVS 64
 #define HV_MAX_WINDOWS 8
-#define HV_MAX_MMIO 16
+#define HV_MAX_MMIO 32
 #define HV_SHADOWS 64
 
 typedef struct {
@@ -76,11 +80,19 @@ typedef struct hv_ctl {
     int32_t eflags_reg;
     volatile int64_t deadline_ns;
     uint64_t kicks;
+    /* An interrupt shadow: let the first block run before stopping for an IRQ. */
+    int32_t irq_hold;
+    /* The watchdog: the host bumps host_epoch whenever it has the CPU back; a
+     * kick the host has not answered within WATCHDOG_NS is sent again and counted. */
+    volatile uint64_t host_epoch;
+    uint64_t missed;
     uc_emu_stop_fn emu_stop;
     uc_reg_read_fn reg_read;
-    uc_ctl_fn ctl;
+    uc_ram_addr_fn ram_addr;
+    uc_tb_invalidate_fn tb_invalidate;
     void *uc;
-    int32_t remove_cache_code;
+    uint8_t *ram;           /* guest physical 0 in host memory */
+    uint64_t ram_span;
     void *handle;
     pthread_t thread;
     pthread_mutex_t mu;
