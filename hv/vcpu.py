@@ -24,13 +24,14 @@ import ctypes
 import traceback
 from typing import TYPE_CHECKING, Callable
 
-from unicorn import (UC_ARCH_X86, UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_INTR,
+from unicorn import (UC_ARCH_X86, UC_HOOK_INSN, UC_HOOK_INSN_INVALID,
                      UC_HOOK_MEM_FETCH_UNMAPPED, UC_HOOK_MEM_WRITE_PROT, UC_MODE_32,
                      UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, Uc, UcError)
 from unicorn import x86_const as X
 
 from hv import exits, fastpath
 from hv.hypercall import BLOCK, SITE_LEN, VMCALL, HypercallContext, Regs
+from hv.cpu import KIND_EXC, KIND_SOFT, CpuAssist
 from hv.irq import ERROR_CODE_VECTORS, IF, GuestFault, InterruptDelivery
 from hv.memory import (CONVENTIONAL_END, HIGH_BASE, ROM_BASE, ROM_END, VIDEO_BASE,
                        GuestMemory, GuestMemoryError)
@@ -54,6 +55,7 @@ ENV_OLD_EXCEPTION = 5496
 HF_INHIBIT_IRQ = 1 << 3
 SEG_CS, SEG_SS = 1, 2
 CR0_PG = 1 << 31
+CR0_WP = 1 << 16
 CR4_PSE, CR4_PAE = 1 << 4, 1 << 5
 PDE_PS = 1 << 7
 PAE_ADDR = 0x000FFFFFFFFFF000      # physical address bits of a PAE entry (NX and flags off)
@@ -81,7 +83,6 @@ class Vcpu:
         self.delivery = InterruptDelivery(self)
         self.trace = trace
         self.halted = False
-        uc.hook_add(UC_HOOK_INTR, self._on_intr)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
         uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._on_rom_write)
         uc.hook_add(UC_HOOK_MEM_FETCH_UNMAPPED, self._on_fetch_unmapped)
@@ -98,6 +99,10 @@ class Vcpu:
         self._map_open_bus()
         self.stats.sources.append(self.fast.counts)
         self.fast.set_ram(self._host_ptr, self.mem.span)
+        # Delivery, MSRs, CPUID, TSC, SYSENTER: in C with the C dispatcher (hv/cpu.py).
+        self.cpu = CpuAssist(self, c=self.fast.kind == "c")
+        self.cpu.install()
+        self.stats.sources.append(self.cpu.counts)
         self.max_overrun_ns = 0            # the latest return to the host after a deadline
         self.calibrate()
         self.reset()
@@ -319,38 +324,60 @@ class Vcpu:
     def paging(self) -> bool:
         return bool(self.uc.reg_read(X.UC_X86_REG_CR0) & CR0_PG)
 
-    def lin2phys(self, lin: int) -> int:
+    def lin2phys(self, lin: int, write: bool = False, mark: bool = False) -> int:
         """The physical address of linear ``lin`` through the guest's page tables
         (32-bit 2-level with 4 MiB pages, or PAE with 2 MiB pages), as the MMU would
-        find it, without setting A/D bits or touching CR2. GuestFault if unmapped."""
+        find it for a supervisor access. GuestFault if unmapped. ``mark`` sets the
+        Accessed (and, for ``write``, Dirty) bits as the MMU does, and a ``write`` to a
+        read-only page with CR0.WP raises PermissionError; plain lookups (tracing, the
+        host reading a hypercall's site) change nothing and never touch CR2."""
         uc, mem = self.uc, self.mem
         lin &= 0xFFFFFFFF
-        if not uc.reg_read(X.UC_X86_REG_CR0) & CR0_PG:
+        cr0 = uc.reg_read(X.UC_X86_REG_CR0)
+        if not cr0 & CR0_PG:
             return lin
         cr3 = uc.reg_read(X.UC_X86_REG_CR3)
         cr4 = uc.reg_read(X.UC_X86_REG_CR4)
+        wp = write and cr0 & CR0_WP
+        pae = bool(cr4 & CR4_PAE)
+        size = 8 if pae else 4
+        entry = mem.u64 if pae else mem.u32
+
+        def step(addr: int, what: str) -> int:
+            e = entry(addr)
+            if not e & 1:
+                raise GuestFault(f"linear {lin:#x} not mapped ({what})")
+            if wp and what != "PDPTE" and not e & 2:
+                raise PermissionError(f"linear {lin:#x} is read-only")
+            return e
+
+        def touch(addr: int, e: int, dirty: bool) -> None:
+            if mark:
+                new = e | 0x20 | (0x40 if dirty else 0)
+                if new != e:
+                    mem.write(addr, new.to_bytes(size, "little"))
         try:
-            if cr4 & CR4_PAE:
-                pdpte = mem.u64((cr3 & ~0x1F) + (lin >> 30) * 8)
-                if not pdpte & 1:
-                    raise GuestFault(f"linear {lin:#x} not mapped (PDPTE)")
-                pde = mem.u64((pdpte & PAE_ADDR) + ((lin >> 21) & 0x1FF) * 8)
-                if not pde & 1:
-                    raise GuestFault(f"linear {lin:#x} not mapped (PDE)")
+            if pae:
+                pdpte = step((cr3 & ~0x1F) + (lin >> 30) * 8, "PDPTE")
+                at = (pdpte & PAE_ADDR) + ((lin >> 21) & 0x1FF) * 8
+                pde = step(at, "PDE")
                 if pde & PDE_PS:
+                    touch(at, pde, write)
                     return (pde & PAE_ADDR & ~0x1FFFFF) | (lin & 0x1FFFFF)
-                pte = mem.u64((pde & PAE_ADDR) + ((lin >> 12) & 0x1FF) * 8)
-                if not pte & 1:
-                    raise GuestFault(f"linear {lin:#x} not mapped (PTE)")
+                touch(at, pde, False)
+                at = (pde & PAE_ADDR) + ((lin >> 12) & 0x1FF) * 8
+                pte = step(at, "PTE")
+                touch(at, pte, write)
                 return (pte & PAE_ADDR) | (lin & 0xFFF)
-            pde = mem.u32((cr3 & ~0xFFF) + (lin >> 22) * 4)
-            if not pde & 1:
-                raise GuestFault(f"linear {lin:#x} not mapped (PDE)")
+            at = (cr3 & ~0xFFF) + (lin >> 22) * 4
+            pde = step(at, "PDE")
             if cr4 & CR4_PSE and pde & PDE_PS:
+                touch(at, pde, write)
                 return (pde & 0xFFC00000) | ((pde >> 13 & 0xFF) << 32) | (lin & 0x3FFFFF)
-            pte = mem.u32((pde & ~0xFFF) + ((lin >> 12) & 0x3FF) * 4)
-            if not pte & 1:
-                raise GuestFault(f"linear {lin:#x} not mapped (PTE)")
+            touch(at, pde, False)
+            at = (pde & ~0xFFF) + ((lin >> 12) & 0x3FF) * 4
+            pte = step(at, "PTE")
+            touch(at, pte, write)
             return (pte & ~0xFFF) | (lin & 0xFFF)
         except GuestMemoryError:
             raise GuestFault(f"linear {lin:#x}: page tables point outside guest RAM") from None
@@ -383,6 +410,9 @@ class Vcpu:
         """PC power-on: real mode, CS:IP = F000:FFF0 (linear 0xFFFF0)."""
         uc = self.uc
         uc.reg_write(X.UC_X86_REG_CR0, 0x60000010)   # CD, NW, ET as after RESET; PE = 0
+        # IDTR and GDTR as after RESET: base 0, limit 0xFFFF (the engine starts them at 0).
+        uc.reg_write(X.UC_X86_REG_IDTR, (0, 0, 0xFFFF, 0))
+        uc.reg_write(X.UC_X86_REG_GDTR, (0, 0, 0xFFFF, 0))
         for r in (X.UC_X86_REG_DS, X.UC_X86_REG_ES, X.UC_X86_REG_SS,
                   X.UC_X86_REG_FS, X.UC_X86_REG_GS):
             uc.reg_write(r, 0)
@@ -476,6 +506,8 @@ class Vcpu:
             self.kick()
 
     def _on_intr(self, uc, intno, ud) -> None:
+        """`int n`, int3, into and CPU exceptions under the Python dispatcher (the C one
+        runs hv_intr_hook in hv/fastpath/cpu.c)."""
         self._in_hook = True
         try:
             soft = bool(self._peek_ctx(ENV_EXCEPTION_IS_INT))
@@ -484,12 +516,13 @@ class Vcpu:
             if not soft and not real and intno in ERROR_CODE_VECTORS:
                 err = self._peek_ctx(ENV_ERROR_CODE)
             self.stats.count(exits.SOFTINT if soft else exits.EXCEPTION, f"int {intno:#04x}")
+            eip = uc.reg_read(X.UC_X86_REG_EIP)
+            at = self._soft_int_eip(intno) if soft else eip
             if self.trace:
-                self._trace("softint" if soft else "exception", f"vector {intno:#04x}",
-                            at=self._soft_int_eip(intno) if soft else None)
-            self.delivery.deliver(intno, err, soft)
+                self._trace("softint" if soft else "exception", f"vector {intno:#04x}", at=at)
+            self.delivery.deliver(intno, err, KIND_SOFT if soft else KIND_EXC, eip, at)
         except GuestFault as e:
-            self._fail_in_hook(f"{e} at {self.where()}")
+            self._fail_in_hook(f"{e} ({self.where()})")
         except Exception as e:
             self._device_error(e)
         finally:
@@ -509,9 +542,10 @@ class Vcpu:
             if self.trace:
                 self._trace("exception", "#UD")
             try:
-                self.delivery.deliver(6)
+                eip = uc.reg_read(X.UC_X86_REG_EIP)
+                self.cpu.deliver(6, None, KIND_EXC, eip, eip)
             except GuestFault as e:
-                self._fail_in_hook(f"invalid opcode {code[:4].hex()} and {e} at {self.where()}")
+                self._fail_in_hook(f"{e} ({self.where()})")
         except Exception as e:
             self._device_error(e)
         finally:
@@ -563,7 +597,7 @@ class Vcpu:
         self.stats.count(exits.IRQ, f"vector {vector:#04x}")
         if self.trace:
             self._trace("irq", f"vector {vector:#04x}")
-        self.delivery.deliver(vector)
+        self.cpu.deliver(vector)
         self.halted = False
         return True
 
@@ -591,6 +625,7 @@ class Vcpu:
                 continue
             fast.stop_reason = fastpath.STOP_NONE
             due = clock.next_deadline()
+            self.cpu.enter()
             try:
                 uc.emu_start(uc.reg_read(X.UC_X86_REG_EIP), UNTIL)
             except UcError as e:
