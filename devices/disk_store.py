@@ -72,6 +72,8 @@ anything is opened for writing; a guest request the disk refuses is a
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import operator
 import os
@@ -402,7 +404,17 @@ def _pwrite_full(fd: int, data, off: int) -> None:
 
 
 def _open_fd(path, writable: bool) -> int:
-    return os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | getattr(os, "O_CLOEXEC", 0))
+    """Open an image and lock it as QEMU does: a writer excludes everyone, readers share.
+    The lock belongs to this open file (flock), so the same image attached twice in one
+    hv, or in two hv processes at once, is refused rather than corrupted."""
+    fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if writable else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OSError(errno.EBUSY, "in use: a writer excludes every other user, in this hv "
+                      "or another one (as QEMU locks images)") from None
+    return fd
 
 
 class RawBackend:

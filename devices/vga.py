@@ -606,6 +606,11 @@ class Vga(Device):
         """The 80x25 text screen as Unicode lines (CP437 glyphs)."""
         return [decode_cp437(self._text_row(r)[0]) for r in range(TEXT_ROWS)]
 
+    def text_cells(self) -> list[tuple[str, bytes]]:
+        """Each text row as (Unicode characters, attribute bytes): the live display's
+        input (attribute: background in bits 4-6, foreground in 0-3)."""
+        return [(decode_cp437(c), a) for c, a in (self._text_row(r) for r in range(TEXT_ROWS))]
+
     def cursor(self) -> tuple[int, int, bool]:
         """(row, col, visible) of the hardware text cursor."""
         location = (self.cr[CR.CURSOR_LOCATION_HIGH] << 8) | self.cr[CR.CURSOR_LOCATION_LOW]

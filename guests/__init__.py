@@ -32,6 +32,20 @@ def kernel_path(name: str) -> Path:
     return IMAGES_DIR / f"{name}.elf"
 
 
+def linux_program_names() -> list[str]:
+    """The static Linux i386 programs for process containers, in build order."""
+    from hv.guests.build import LINUX_TARGETS
+
+    return [t.name for t in LINUX_TARGETS]
+
+
+def linux_program_path(name: str) -> Path:
+    """Path of the committed ELF of Linux program ``name`` (ValueError if there is none)."""
+    if name not in linux_program_names():
+        raise ValueError(f"unknown Linux program {name!r}; known: {', '.join(linux_program_names())}")
+    return IMAGES_DIR / "linux" / name
+
+
 def descriptions() -> dict[str, tuple[str, str]]:
     """name -> (kind, one-line description) for every built-in guest and kernel."""
     from hv.guests.build import KERNEL_TARGETS, TARGETS

@@ -51,6 +51,7 @@ class Target:
     linker_script: str | None = None
     depends: tuple[str, ...] = field(default=())  # included files, for documentation
     description: str = ""                          # one line, for `hv list`
+    c32: bool = False                              # .c files are 32-bit code (gcc -m32), not -m16
 
 
 # Every C guest's boot sector and base; the hardware tests add cguest.h to the base.
@@ -96,6 +97,11 @@ TARGETS: tuple[Target, ...] = (
     Target("netbench", ("cguest_boot.S", "virtio_irq.S", "netbench.c"),
            linker_script="cguest.ld", depends=_VIRTIO,
            description="virtio-net transmit benchmark guest"),
+    # Protected-mode conformance (docs/pmtest.md): boot as a hard disk (IRQ 14 needs the drive).
+    Target("pmtest", ("pmtest/boot.S", "pmtest/entry.S", "pmtest/user.S", "pmtest/pmtest.c"),
+           linker_script="pmtest/pmtest.ld", c32=True,
+           depends=("boot_sector.inc", "pmtest/pmtest.inc", "pmtest/pmtest.h"),
+           description="protected mode, paging, ring 3, APICs, sysenter: PASS/FAIL vs QEMU"),
 )
 
 # Direct-boot kernels (``hv run --kernel``, hv/boot.py): 32-bit C and as, linked as an
@@ -123,6 +129,62 @@ KERNEL_TARGETS: tuple[KernelTarget, ...] = (
     KernelTarget("haltkernel", _HELLO, defines=("END_WITH_HLT",), depends=("kernels/hvboot.h",),
                  description="hellokernel ending in cli; hlt instead of the power-off call"),
 )
+
+# Linux programs for process containers (hv/container): static i386 ELFs built with the
+# system's gcc and glibc (gcc-multilib), into ``images/linux/<name>``. No build id, no debug
+# info and source paths mapped away, so a rebuild with the same toolchain is byte-identical.
+LINUX_DIR = "linux"
+LINUX_CC = ["gcc", "-m32", "-static", "-O2", "-g0", "-Wall", "-Werror", "-Wl,--build-id=none",
+            f"-ffile-prefix-map={SRC_DIR}=."]
+
+
+@dataclass(frozen=True)
+class LinuxTarget:
+    """One static Linux i386 program: its C sources, extra compiler flags, libraries."""
+
+    name: str
+    sources: tuple[str, ...]
+    flags: tuple[str, ...] = field(default=())
+    libs: tuple[str, ...] = field(default=())
+    description: str = ""
+
+
+LINUX_TARGETS: tuple[LinuxTarget, ...] = (
+    LinuxTarget("hello", ("linux/hello.c",), libs=("-lm",),
+                description="printf formats and floating point"),
+    LinuxTarget("args", ("linux/args.c",), description="argv, envp and auxv echo; exits with argc"),
+    LinuxTarget("files", ("linux/files.c",), description="files and directories on relative paths"),
+    LinuxTarget("errors", ("linux/errors.c",), description="failing calls and their errno"),
+    LinuxTarget("memory", ("linux/memory.c",), description="brk, large malloc/free/reuse, mmap"),
+    LinuxTarget("io", ("linux/io.c",), description="readv/writev, pipes, dup2, stdin to stdout"),
+    LinuxTarget("exitcode", ("linux/exitcode.c",), description="exit codes, abort, kill, SIGSEGV"),
+    LinuxTarget("sleep", ("linux/sleep.c",), description="nanosleep and the clocks"),
+    LinuxTarget("cpuloop", ("linux/cpuloop.c",), description="CPU-bound loop (benchmarks)"),
+    LinuxTarget("syscalls", ("linux/syscalls.c",), description="system-call loops (benchmarks)"),
+    # No C library: the registry's private calls through int $0x80 (guests/include/hvreg.h).
+    LinuxTarget("regdemo", ("linux/regdemo.c",),
+                flags=("-nostdlib", "-ffreestanding", "-fno-pic", "-no-pie", "-fno-stack-protector",
+                       "-I", str(GUESTS_DIR / "include")),
+                description="uses the container registry"),
+)
+
+
+def build_linux_program(target: LinuxTarget, outdir: Path) -> Path:
+    """Compile and link one static Linux program into ``outdir/<name>``."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    out = outdir / target.name
+    with tempfile.TemporaryDirectory(prefix=f"linux-{target.name}-") as td:
+        built = Path(td) / target.name
+        _run(LINUX_CC + list(target.flags) + [str(SRC_DIR / s) for s in target.sources]
+             + ["-o", str(built)] + list(target.libs), Path(td))
+        out.write_bytes(built.read_bytes())
+    out.chmod(0o755)
+    return out
+
+
+def build_linux_programs(outdir: Path) -> list[Path]:
+    return [build_linux_program(t, outdir) for t in LINUX_TARGETS]
+
 
 # Modules with ``build(outdir=None) -> list[Path]`` that build other firmware into their
 # own package directories. Optional: they are written elsewhere and may not exist yet.
@@ -157,7 +219,7 @@ def build_target(target: Target, outdir: Path) -> Path:
     outdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"guest-{target.name}-") as td:
         work = Path(td)
-        objects = _compile(target.sources, CC, work)
+        objects = _compile(target.sources, KCC if target.c32 else CC, work)
         raw = work / f"{target.name}.bin"
         if target.linker_script:
             link = ["-T", str(SRC_DIR / target.linker_script)]
@@ -195,7 +257,8 @@ def build_guests(outdir: Path = IMAGES_DIR) -> list[Path]:
     if missing:
         raise RuntimeError(f"missing build tools: {', '.join(missing)}")
     return ([build_target(t, Path(outdir)) for t in TARGETS]
-            + [p for k in KERNEL_TARGETS for p in build_kernel(k, Path(outdir))])
+            + [p for k in KERNEL_TARGETS for p in build_kernel(k, Path(outdir))]
+            + build_linux_programs(Path(outdir) / LINUX_DIR))
 
 
 def build_firmware(outdir: Path | None = None) -> list[Path]:

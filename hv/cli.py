@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from hv.devices.disk_store import FLOPPY_MAX, ImageError, check_image, is_writable
@@ -23,6 +24,7 @@ QUIT_KEY = b"\x1d"   # Ctrl-] leaves the live display, as in telnet
 
 
 DRIVE_SLOTS = ("fda", "fdb", "hda", "hdb", "hdc", "hdd")
+DISPATCH_CHOICES = ("auto", "c", "python")
 
 # What a built-in guest needs attached when run by name with no other option.
 GUEST_DEFAULTS = {
@@ -165,11 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--until", metavar="REGEX",
                      help="stop with exit 0 when serial output or screen text matches")
     run.add_argument("--timeout", type=float, metavar="SECONDS",
-                     help="stop after SECONDS, say so, exit 2")
+                     help="stop after SECONDS, say so, exit 124 (as timeout(1))")
     run.add_argument("--stats", action="store_true", help="print the exit table when the guest stops")
     run.add_argument("--trace", action="store_true",
                      help="print every exit with the guest instruction (to stderr)")
-    run.add_argument("--dispatch", choices=("auto", "c", "python"), default="auto",
+    run.add_argument("--dispatch", choices=DISPATCH_CHOICES, default="auto",
                      help="exit fast path: C (built at install) or Python (default auto)")
     run.add_argument("--no-live", action="store_true",
                      help="never take over the terminal, even when stdout is one")
@@ -190,25 +192,61 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _open_sink(spec: str, what: str):
-    if spec == "none":
-        return None, None
-    if spec == "stdio":
-        out = sys.stdout.buffer
+class HostSink:
+    """Guest output on the host: stdout or a file. A write that fails mid-run (a full
+    disk, EFBIG, EIO, a reader that closed the pipe) ends the run with one line through
+    ``on_error`` (the machine's ``fail``, set once it exists); later output is dropped.
+    Whatever was written before the failure stays written (each write is flushed)."""
 
-        def sink(data: bytes) -> None:
-            out.write(data)
-            out.flush()
-        return sink, None
+    def __init__(self, spec: str, what: str) -> None:
+        self.spec, self.what = spec, what
+        self.on_error = None
+        self.failed: str | None = None
+        self.last_byte = b"\n"
+        if spec == "stdio":
+            self.stream, self.file = sys.stdout.buffer, None
+        else:
+            try:
+                self.file = self.stream = open(spec, "ab")
+            except OSError as e:
+                raise UsageError(f"--{what} {spec}: {e.strerror}") from None
+
+    def __call__(self, data: bytes) -> None:
+        if self.failed is not None or not data:
+            return
+        try:
+            self.stream.write(data)
+            self.stream.flush()
+            self.last_byte = data[-1:]
+        except BrokenPipeError:
+            self.failed = f"--{self.what}: the reader closed the pipe"
+            _silence_stdout()
+        except OSError as e:
+            self.failed = f"--{self.what} {self.spec}: {e.strerror or e}"
+        if self.failed is not None and self.on_error is not None:
+            self.on_error(self.failed)
+
+    def close(self) -> None:
+        if self.file is not None:
+            try:
+                self.file.close()
+            except OSError:
+                pass
+
+
+def _open_sink(spec: str, what: str) -> HostSink | None:
+    return None if spec == "none" else HostSink(spec, what)
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the interpreter's final flush
+    does not fail again with a traceback-like message."""
     try:
-        f = open(spec, "ab")
-    except OSError as e:
-        raise UsageError(f"--{what} {spec}: {e.strerror}") from None
-
-    def fsink(data: bytes) -> None:
-        f.write(data)
-        f.flush()
-    return fsink, f
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except OSError:
+        pass
 
 
 def _input_events(args) -> list[bytes]:
@@ -220,7 +258,9 @@ def _input_events(args) -> list[bytes]:
         except (OSError, UnicodeDecodeError) as e:
             raise UsageError(f"--input-file {args.input_file}: {getattr(e, 'strerror', e)}") from None
     if args.input:
-        text += args.input.encode().decode("unicode_escape") if "\\" in args.input else args.input
+        # Escapes such as \r are decoded; any other character passes through as typed.
+        text += (args.input.encode("latin-1", "backslashreplace").decode("unicode_escape")
+                 if "\\" in args.input else args.input)
     try:
         keys = parse_input(text)
     except ValueError as e:
@@ -288,17 +328,33 @@ def cmd_run(args) -> int:
     if args.screenshot and not args.screenshot.lower().endswith(".png"):
         raise UsageError("--screenshot: the file name must end in .png")
     events = _input_events(args)
+    env_dispatch = os.environ.get("HV_DISPATCH")
+    if env_dispatch is not None and env_dispatch not in DISPATCH_CHOICES:
+        raise UsageError(f"HV_DISPATCH={env_dispatch!r}: expected one of {', '.join(DISPATCH_CHOICES)}")
+    dispatch = args.dispatch
+    if args.trace:
+        if dispatch == "c" or (dispatch == "auto" and env_dispatch == "c"):
+            print("hv: --trace uses the Python dispatcher: every exit passes through Python "
+                  "to be traced", file=sys.stderr)
+        dispatch = "python"
     live = (sys.stdout.isatty() and sys.stdin.isatty() and not args.until and not args.no_live
             and not args.trace)
+    if live:
+        from hv.console import terminal_size, too_small
+        why = too_small(*terminal_size(sys.stdout.fileno()))
+        if why:
+            print(f"hv: {why}", file=sys.stderr)
+            live = False
     serial_spec = args.serial
     if live and serial_spec == "stdio":
         serial_spec = "none"   # the live screen owns the terminal; serial is shown afterwards
-    serial, serial_file = _open_sink(serial_spec, "serial")
-    debugcon, debug_file = _open_sink(args.debugcon, "debugcon")
-    vcons, vcons_file = _open_sink(args.virtio_console, "virtio-console")
+    serial = _open_sink(serial_spec, "serial")
+    debugcon = _open_sink(args.debugcon, "debugcon")
+    vcons = _open_sink(args.virtio_console, "virtio-console")
+    sinks = [x for x in (serial, debugcon, vcons) if x is not None]
     trace = (lambda line: print(line, file=sys.stderr)) if args.trace else None
     config = MachineConfig(mem_size=mem, bios=args.bios, serial=serial, debugcon=debugcon,
-                           dispatch=args.dispatch, trace=trace, input_keys=events,
+                           dispatch=dispatch, trace=trace, input_keys=events,
                            until=args.until, timeout=args.timeout, net=net, pcap=args.pcap,
                            virtio_net=virtio_net, virtio_console=vcons,
                            balloon_target=balloon_bytes, kernel=args.kernel, cmdline=args.append,
@@ -307,42 +363,71 @@ def cmd_run(args) -> int:
     try:
         machine = Machine(config)
     except (RuntimeError, ValueError) as e:
-        if scratch:
-            os.unlink(scratch)
+        _close_all(sinks, scratch)
         raise UsageError(str(e)) from None
     except OSError as e:
-        if scratch:
-            os.unlink(scratch)
+        _close_all(sinks, scratch)
         raise UsageError(f"{e.filename or ''}: {e.strerror}") from None
+    for sink in sinks:
+        sink.on_error = machine.fail
+    code = 1
     try:
         if live:
             from hv.console import LiveConsole
             result = LiveConsole(machine, QUIT_KEY).run()
             # The alternate screen is gone: leave the final screen and serial output behind.
             if not args.screen:
-                sys.stdout.write(machine.screen_text().rstrip("\n") + "\n")
+                _write_stdout(machine.screen_text().rstrip("\n") + "\n")
             if args.serial == "stdio" and machine.serial_log:
-                sys.stdout.write(machine.serial_text())
+                _write_stdout(machine.serial_text())
         else:
             result = machine.run()
         if args.screen:
-            sys.stdout.write(machine.screen_text().rstrip("\n") + "\n")
-            sys.stdout.flush()
+            _write_stdout(machine.screen_text().rstrip("\n") + "\n")
         if args.screenshot:
-            machine.vga.screenshot_png(args.screenshot)
+            try:
+                machine.vga.screenshot_png(args.screenshot)
+            except OSError as e:
+                result = type(result)(1, f"--screenshot {args.screenshot}: {e.strerror}")
+        _end_line(serial if args.serial == "stdio" else None)
         print(f"hv: {result.reason}", file=sys.stderr)
         if args.stats:
             firmware = "direct" if args.kernel else args.bios
             print(f"dispatch: {machine.vcpu.fast.kind}   firmware: {firmware}", file=sys.stderr)
             print(machine.stats.table(), file=sys.stderr)
-        return result.exit_code
+        code = result.exit_code
     finally:
-        machine.close()
-        for f in (serial_file, debug_file, vcons_file):
-            if f:
-                f.close()
-        if scratch:
-            os.unlink(scratch)
+        try:
+            machine.close()
+        except Exception as e:          # a back end failing to close: say so, fail the run
+            print("hv: error while closing the machine: " + "".join(
+                traceback.format_exception_only(type(e), e)).strip(), file=sys.stderr)
+            code = code or 1
+        _close_all(sinks, scratch)
+    return code
+
+
+def _close_all(sinks, scratch: str | None) -> None:
+    for sink in sinks:
+        sink.close()
+    if scratch:
+        os.unlink(scratch)
+
+
+def _write_stdout(text: str) -> None:
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+
+
+def _end_line(stdout_sink) -> None:
+    """Guest output that stopped mid-line and hv's closing message must not share a
+    line when both reach the same terminal."""
+    if (stdout_sink is not None and stdout_sink.last_byte not in (b"\n", b"") and
+            stdout_sink.failed is None and sys.stdout.isatty() and sys.stderr.isatty()):
+        _write_stdout("\n")
 
 
 def cmd_list(args) -> int:
@@ -368,7 +453,15 @@ def cmd_disk(args) -> int:
 
 def cmd_build(args) -> int:
     from hv.guests import build
-    return build.main(["--out", args.out] if args.out else [])
+    try:
+        return build.main(["--out", args.out] if args.out else [])
+    except RuntimeError as e:       # a missing toolchain or a failed step: its first line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "the build failed"
+        print(f"hv: build failed: {first}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"hv: build failed: {e.filename or ''}: {e.strerror}", file=sys.stderr)
+        return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -383,7 +476,11 @@ def main(argv: list[str] | None = None) -> int:
         except (UsageError, ImageError) as e:
             print(f"hv: error: {e}", file=sys.stderr)
             return 2
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:   # report it with the subcommand's usage, not the top-level one
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        sub.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return {"run": cmd_run, "list": cmd_list, "build": cmd_build,
                 "disk": cmd_disk, "bench": cmd_bench}[args.command](args)

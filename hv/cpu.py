@@ -13,6 +13,10 @@ the displaced instructions run from a trampoline that jumps back), once per proc
 hv's helpers answer IA32_APIC_BASE and the TSC, pass the MSRs the engine implements to
 it (SYSENTER, PAT, MISC_ENABLE, EFER...), and raise #GP for every other one, as a real CPU
 does. Engines hv does not run as a PC (process containers) see the engine's own helpers.
+
+**I/O permission.** The engine also lets every IN/OUT through at any privilege level; the
+same mechanism puts a check (CPL against IOPL, then the TSS I/O bitmap) in front of its six
+port helpers, and a denied access is a #GP(0) at the instruction, before any device sees it.
 """
 from __future__ import annotations
 
@@ -167,38 +171,64 @@ def _jump_to(target: int) -> bytes:
     return b"\xff\x25\x00\x00\x00\x00" + struct.pack("<Q", target)
 
 
-def _movable_prologue(addr: int) -> int:
-    """How many whole instructions at ``addr`` cover PATCH_LEN bytes, or 0 if one of them
-    cannot run elsewhere (a RIP-relative operand, a branch)."""
+def _relocate(addr: int) -> tuple[int, bytes] | None:
+    """The whole instructions at ``addr`` that cover PATCH_LEN bytes, and the same code
+    to run elsewhere (followed by a jump back), or None if one of them cannot move: a
+    RIP-relative operand or a branch. A final unconditional ``jmp`` to an address (a tail
+    call, as the tiniest helpers end) moves as an absolute jump."""
     import capstone
     from capstone import x86_const as C
     md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
     md.detail = True
-    n = 0
+    n, code = 0, b""
     for insn in md.disasm(ctypes.string_at(addr, 64), addr):
+        if insn.id == C.X86_INS_JMP and insn.operands and insn.operands[0].type == C.X86_OP_IMM:
+            return n + insn.size, code + _jump_to(insn.operands[0].imm)
         if insn.group(C.X86_GRP_JUMP) or insn.group(C.X86_GRP_CALL) or insn.group(C.X86_GRP_RET) \
                 or insn.group(C.X86_GRP_BRANCH_RELATIVE):
-            return 0
+            return None
         for op in insn.operands:
             if op.type == C.X86_OP_MEM and op.mem.base == C.X86_REG_RIP:
-                return 0
+                return None
         n += insn.size
+        code += bytes(insn.bytes)
         if n >= PATCH_LEN:
-            return n
-    return 0
+            return n, code + _jump_to(addr + n)
+    return None
+
+
+def _movable_prologue(addr: int) -> int:
+    found = _relocate(addr)
+    return found[0] if found and found[0] >= PATCH_LEN else 0
+
+
+_prepared: dict[str, tuple[int, int]] = {}     # helper -> (trampoline, bytes displaced)
+
+
+def _patch_prepared(helper: str) -> int:
+    """The trampoline that runs ``helper``'s original code (made once, before patching,
+    so a replacement can know where to jump before the first call reaches it)."""
+    if helper in _prepared:
+        return _prepared[helper][0]
+    target = ctypes.cast(getattr(uclib, helper), ctypes.c_void_p).value
+    found = _relocate(target)
+    if not found or found[0] < PATCH_LEN:
+        raise RuntimeError(f"cannot relocate the prologue of {helper}")
+    n, code = found
+    tramp = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    tramp.write(code)
+    _trampolines.append(tramp)
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(tramp))
+    _prepared[helper] = (addr, n)
+    return addr
 
 
 def _patch(helper: str, replacement: int) -> int:
     """Send ``helper`` (an engine function) to ``replacement``; returns a trampoline that
     runs the original."""
+    tramp_addr = _patch_prepared(helper)
+    n = _prepared[helper][1]
     target = ctypes.cast(getattr(uclib, helper), ctypes.c_void_p).value
-    n = _movable_prologue(target)
-    if not n:
-        raise RuntimeError(f"cannot relocate the prologue of {helper}")
-    tramp = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
-    tramp.write(ctypes.string_at(target, n) + _jump_to(target + n))
-    _trampolines.append(tramp)
-    tramp_addr = ctypes.addressof(ctypes.c_char.from_buffer(tramp))
     page = target & ~(mmap.PAGESIZE - 1)
     span = (target + n + mmap.PAGESIZE - 1 & ~(mmap.PAGESIZE - 1)) - page
     rwx, rx = 7, 5
@@ -209,20 +239,25 @@ def _patch(helper: str, replacement: int) -> int:
     return tramp_addr
 
 
-def intercept_msrs(rdmsr: int, wrmsr: int) -> tuple[int, int]:
-    """Point the engine's MSR helpers at ``rdmsr``/``wrmsr`` (addresses of functions
-    taking the CPU state), once per process; returns the trampolines to the originals."""
+def intercept(helpers: dict[str, int]) -> dict[str, int]:
+    """Point each engine helper (name -> replacement address) at its replacement, once per
+    process; returns the trampolines that run the originals."""
     with _patch_lock:
-        if not _patched:
-            _patched["rd"] = _patch("helper_rdmsr_x86_64", rdmsr)
-            _patched["wr"] = _patch("helper_wrmsr_x86_64", wrmsr)
-        return _patched["rd"], _patched["wr"]
+        for name, replacement in helpers.items():
+            if name not in _patched:
+                _patched[name] = _patch(name, replacement)
+        return {name: _patched[name] for name in helpers}
 
 
-def msr_interception_available() -> bool:
+MSR_HELPERS = ("helper_rdmsr_x86_64", "helper_wrmsr_x86_64")
+IO_HELPERS = ("helper_inb_x86_64", "helper_inw_x86_64", "helper_inl_x86_64",
+              "helper_outb_x86_64", "helper_outw_x86_64", "helper_outl_x86_64")
+
+
+def interception_available(helpers=MSR_HELPERS + IO_HELPERS) -> bool:
     try:
         return all(_movable_prologue(ctypes.cast(getattr(uclib, h), ctypes.c_void_p).value)
-                   for h in ("helper_rdmsr_x86_64", "helper_wrmsr_x86_64"))
+                   for h in helpers)
     except Exception:
         return False
 
@@ -266,8 +301,15 @@ class CpuAssist:
         k = self.k = ffi.new("hv_cpu *")
         self._handle = ffi.new_handle(self)
         fast = self.vcpu.fast
-        # Under the Python dispatcher only the MSR helpers use this state (no RAM walks).
-        k.ctl = fast.ctl if getattr(fast, "kind", "") == "c" else ffi.NULL
+        if getattr(fast, "kind", "") == "c":
+            k.ctl = fast.ctl
+        else:   # the Python dispatcher: a C view of RAM of our own, for the I/O check's walks
+            self._own_ctl = k.ctl = ffi.new("hv_ctl *")
+            fn = fastpath._engine_functions()
+            lib.hv_set_engine(k.ctl, ffi.cast("void *", fastpath._uch(self.uc)),
+                              ffi.cast("void *", fn.ram_addr_ptr),
+                              ffi.cast("void *", fn.tb_invalidate_ptr),
+                              ffi.cast("void *", self.vcpu._host_ptr), self.vcpu.mem.span)
         uch = fastpath._uch(self.uc)
         k.uc = ffi.cast("void *", uch)
         alloc = uclib.uc_context_alloc
@@ -299,11 +341,25 @@ class CpuAssist:
             ent.eax, ent.ebx, ent.ecx, ent.edx = e.eax, e.ebx, e.ecx, e.edx
         k.n_cpuid = len(self.table)
         k.cpuid_max_basic, k.cpuid_max_ext = self.max_basic, self.max_ext
-        if msr_interception_available():
-            rd, wr = intercept_msrs(self._c_addr("hv_rdmsr"), self._c_addr("hv_wrmsr"))
-            lib.hv_set_msr_helpers(ffi.cast("void *", ctypes.cast(
-                uclib.raise_exception_err_ra_x86_64, ctypes.c_void_p).value),
-                ffi.cast("void *", rd), ffi.cast("void *", wr))
+        if interception_available():
+            raise_ra = ffi.cast("void *", ctypes.cast(uclib.raise_exception_err_ra_x86_64,
+                                                      ctypes.c_void_p).value)
+            t = intercept({MSR_HELPERS[0]: self._c_addr("hv_rdmsr"),
+                           MSR_HELPERS[1]: self._c_addr("hv_wrmsr")})
+            lib.hv_set_msr_helpers(raise_ra, ffi.cast("void *", t[MSR_HELPERS[0]]),
+                                   ffi.cast("void *", t[MSR_HELPERS[1]]))
+            # The I/O permission check (IOPL, TSS bitmap) in front of the port helpers;
+            # the originals must be known before the first jump reaches a stub.
+            stubs = dict(zip(IO_HELPERS, ("hv_inb", "hv_inw", "hv_inl", "hv_outb", "hv_outw",
+                                          "hv_outl")))
+            with _patch_lock:
+                originals = [_patched.get(h) for h in IO_HELPERS]
+            if None in originals:
+                tramps = [_patch_prepared(h) for h in IO_HELPERS]
+                lib.hv_set_io_helpers(*(ffi.cast("void *", a) for a in tramps))
+                intercept({h: self._c_addr(stubs[h]) for h in IO_HELPERS})
+            else:
+                lib.hv_set_io_helpers(*(ffi.cast("void *", a) for a in originals))
         _CPUS[id(self._handle)] = self
 
     def _c_addr(self, name: str) -> int:
@@ -312,11 +368,12 @@ class CpuAssist:
     def _py_msr_interception(self) -> None:
         # No C module: the patched helpers are Python callbacks (kept alive here).
         global _PY_MSR
-        if _PY_MSR is None and msr_interception_available():
+        if _PY_MSR is None and interception_available(MSR_HELPERS):
             proto = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
             rd_cb, wr_cb = proto(_py_rdmsr), proto(_py_wrmsr)
-            rd, wr = intercept_msrs(ctypes.cast(rd_cb, ctypes.c_void_p).value,
-                                    ctypes.cast(wr_cb, ctypes.c_void_p).value)
+            t = intercept({MSR_HELPERS[0]: ctypes.cast(rd_cb, ctypes.c_void_p).value,
+                           MSR_HELPERS[1]: ctypes.cast(wr_cb, ctypes.c_void_p).value})
+            rd, wr = t[MSR_HELPERS[0]], t[MSR_HELPERS[1]]
             _PY_MSR = (rd_cb, wr_cb, proto(rd), proto(wr))
 
     # -- hooks -----------------------------------------------------------------------------

@@ -117,6 +117,7 @@ class Machine:
         self.serial_log = bytearray()
         self._serial_dirty = False
         self._until = re.compile(cfg.until) if cfg.until else None
+        self.until_matched = False
         self._input: deque[bytes] = deque(cfg.input_keys)
         self._wake = threading.Event()
         self._deadline_wall = None
@@ -193,6 +194,7 @@ class Machine:
         self.fdc = self.add(Fdc82077(irq=self.pic.line(6), dma=self.dma, drives=(fda, fdb)))
         self.network = make_network(self.config.net, self.config.pcap if self.config.net != "none"
                                     else None)
+        self._watch_pcap(self.network)
         self.netport = self.network("nic0")
         if self.netport is not None:
             self.netport.on_frame = self._on_frame
@@ -217,6 +219,7 @@ class Machine:
             self.disks.extra.append(self.vdisk)
             self.virtio["blk"] = slot("blk", VirtioBlk(self.vdisk))
         self.vnet_network = make_network(cfg.virtio_net, cfg.pcap if cfg.net == "none" else None)
+        self._watch_pcap(self.vnet_network)
         self.vnet_port = self.vnet_network("vnet0")
         if self.vnet_port is not None:
             self.vnet_port.on_frame = self._on_frame
@@ -228,6 +231,11 @@ class Machine:
         if cfg.balloon_target:
             self.balloon.set_target(cfg.balloon_target // PAGE_SIZE)
         self.virtio["balloon"] = slot("balloon", self.balloon)
+
+    def _watch_pcap(self, network) -> None:
+        if network.pcap is not None:
+            path = network.pcap.path
+            network.pcap.on_error = lambda e: self.fail(f"--pcap {path}: {e.strerror or e}")
 
     def _load_firmware(self) -> None:
         from hv.firmware import firmware_for
@@ -298,10 +306,15 @@ class Machine:
 
     # -- the run -------------------------------------------------------------------------
     def finish(self, code: int, reason: str) -> None:
+        """End the run (the first reason given wins). Safe from hooks, other threads and
+        signal handlers: the vCPU leaves the guest at its next block."""
         if self.result is None:
             self.result = RunResult(code, reason)
         self.stop_requested = True
         self._wake.set()
+        vcpu = getattr(self, "vcpu", None)
+        if vcpu is not None:
+            vcpu.kick()
 
     def fail(self, reason: str) -> None:
         self.finish(1, reason)
@@ -333,12 +346,14 @@ class Machine:
         if self._serial_dirty or force_screen:
             self._serial_dirty = False
             if self._until.search(self.serial_text()):
+                self.until_matched = True
                 self.finish(0, f"matched --until {self._until.pattern!r} on serial")
                 return
         now = self.clock.now()
         if force_screen or now - self._last_screen_check >= SCREEN_CHECK_NS:
             self._last_screen_check = now
             if self._until.search(self.screen_text()):
+                self.until_matched = True
                 self.finish(0, f"matched --until {self._until.pattern!r} on screen")
 
     def _feed_input(self) -> None:
@@ -401,8 +416,12 @@ class Machine:
                 self.reset()
                 continue
             break
-        self._check_until(force_screen=True) if self.result is None else None
-        return self.result or RunResult(1, "stopped")
+        self._check_until(force_screen=True)     # output of the last slice counts too
+        result = self.result or RunResult(1, "stopped")
+        if self._until is not None and result.exit_code == 0 and not self.until_matched:
+            result = self.result = RunResult(1, f"guest halted before --until matched "
+                                                f"({result.reason})")
+        return result
 
     def reset(self) -> None:
         for dev in self.devices:

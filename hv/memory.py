@@ -42,12 +42,16 @@ class GuestMemoryError(ValueError):
 
 def parse_size(text: str) -> int:
     """'640K', '16M', '256M', '1G' or a byte count -> bytes."""
-    m = re.fullmatch(r"\s*(\d+)\s*([KMG]?)(i?B)?\s*", text, re.IGNORECASE)
+    m = re.fullmatch(r"\s*(\d+)\s*([KMGTP]?)(i?B)?\s*", text, re.IGNORECASE)
     if not m:
         raise ValueError(f"bad memory size {text!r} (use e.g. 640K, 16M, 1G)")
-    n = int(m.group(1)) * {"": 1, "K": KiB, "M": MiB, "G": GiB}[m.group(2).upper()]
-    if not MIN_SIZE <= n <= MAX_SIZE:
-        raise ValueError(f"memory size {text!r} must be between 64K and 3G")
+    n = int(m.group(1)) * {"": 1, "K": KiB, "M": MiB, "G": GiB, "T": GiB << 10,
+                           "P": GiB << 20}[m.group(2).upper()]
+    if n > MAX_SIZE:
+        raise ValueError(f"memory size {text!r} is too large (at most 3G: "
+                         "the 32-bit address space above it holds devices)")
+    if n < MIN_SIZE:
+        raise ValueError(f"memory size {text!r} is too small (at least 64K)")
     if n % (4 * KiB):
         raise ValueError(f"memory size {text!r} must be a multiple of 4K")
     return n

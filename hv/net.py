@@ -151,6 +151,10 @@ class PcapWriter:
         self.path = path
         self._now = now
         self._lock = threading.Lock()
+        # A write that fails mid-run (full disk, EFBIG, EIO) stops the capture and is
+        # reported here once; the board ends the run with it (set by the machine).
+        self.on_error: Callable[[OSError], None] | None = None
+        self.error: OSError | None = None
         self._file = open(path, "wb")   # OSError for a bad path, by design
         self.frames = 0
         self._file.write(struct.pack("<IHHiIII", PCAP_MAGIC, *PCAP_VERSION, 0, 0,
@@ -163,17 +167,27 @@ class PcapWriter:
         usec = min(int((stamp - sec) * 1_000_000), 999_999)
         caplen = min(len(frame), PCAP_SNAPLEN)
         with self._lock:
-            if self._file is None:
+            if self._file is None or self.error is not None:
                 return
-            self._file.write(struct.pack("<IIII", sec & 0xFFFFFFFF, usec, caplen, len(frame)))
-            self._file.write(frame[:caplen])
-            self._file.flush()
-            self.frames += 1
+            try:
+                self._file.write(struct.pack("<IIII", sec & 0xFFFFFFFF, usec, caplen, len(frame)))
+                self._file.write(frame[:caplen])
+                self._file.flush()
+            except OSError as e:
+                self.error = e
+            else:
+                self.frames += 1
+                return
+        if self.on_error is not None:
+            self.on_error(self.error)
 
     def close(self) -> None:
         with self._lock:
             if self._file is not None:
-                self._file.close()
+                try:
+                    self._file.close()
+                except OSError:     # the failed write was reported already
+                    pass
                 self._file = None
 
     def __enter__(self) -> "PcapWriter":

@@ -608,7 +608,12 @@ class Vcpu:
         missed = fast.missed
         while not m.stop_requested:
             fast.ack()
-            m.service()
+            try:
+                m.service()
+            except Exception as e:              # a timer callback or back end failed
+                m.fail("host error: " + "".join(
+                    traceback.format_exception_only(type(e), e)).strip())
+                break
             if m.stop_requested:
                 break
             try:

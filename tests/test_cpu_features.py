@@ -267,3 +267,45 @@ intr:   pushf
 """, handlers={0x30: ("trap", TRAP_GATE3 & ~0x6000), 0x31: ("intr", INT_GATE0)}))
     assert m.result_.exit_code == 0, m.result_.reason
     assert m.serial_text() == "0000000100000000"
+
+
+def test_ring3_port_io_needs_iopl_or_the_tss_bitmap_and_a_denied_access_never_reaches_a_device(run):
+    """Ring 3, IOPL 0: the TSS I/O bitmap (at TSS+0x68, 8 KiB, in the free RAM after the
+    kernel) allows COM1's data port only.
+    An OUT to it prints; an OUT to 0x3F9 and an IN from 0x80 are #GP(0) at the instruction,
+    and the denied OUT never reaches the UART (its 'X' must not appear)."""
+    if run.dispatch == "python" and not __import__("hv.fastpath", fromlist=["x"]).c_available():
+        pytest.skip("the I/O permission check is C code in front of the engine's port helpers")
+    m = run(kernel("""
+        movw $0x68, tss + 0x66          # the bitmap starts right after the TSS
+        mov $tss + 0x68, %edi
+        mov $0x2000 / 4, %ecx
+        mov $0xFFFFFFFF, %eax
+        rep stosl
+        mov $0x3F8, %eax                # allow port 0x3F8 (and nothing else)
+        btr %eax, tss + 0x68
+        movl $0x68 + 0x2000, %eax       # TSS limit covers the bitmap: rewrite the descriptor
+        mov %ax, gdt + 0x28
+        movb $0x89, gdt + 0x28 + 5      # available TSS again (ltr marked it busy)
+        mov $0x28, %ax
+        ltr %ax
+        to_ring3 user
+user:   mov $0x3f8, %dx
+        mov $'A', %al
+        out %al, %dx                    # allowed by the bitmap
+        mov $0x3f9, %dx
+        mov $'X', %al
+out1:   out %al, %dx                    # denied
+        in $0x80, %al
+        int $0x81
+""", data="""
+gp:     mov (%esp), %eax                # error code 0
+        call puthex
+        mov 4(%esp), %eax               # EIP: the OUT itself
+        sub $out1, %eax
+        call puthex
+        halt
+done:   halt
+""", handlers={13: "gp", 0x81: ("done", INT_GATE3)}))
+    assert m.result_.exit_code == 0, m.result_.reason
+    assert m.serial_text() == "A" + "00000000" + "00000000"

@@ -69,6 +69,7 @@ typedef struct hv_cpu {
     uint64_t unknown_msrs;      /* #GP raised for these */
     uint64_t msr_calls;
     int32_t apic_base_dirty;    /* a guest wrote IA32_APIC_BASE: the host must look */
+    uint64_t io_denied;         /* IN/OUT refused by the I/O permission check (#GP) */
     void *handle;               /* for calls back into Python */
     hv_cpuid_entry cpuid[CPUID_LEAVES];
     int32_t n_cpuid;
@@ -93,6 +94,12 @@ void hv_set_msr_helpers(void *raise_err_ra, void *orig_rdmsr, void *orig_wrmsr) 
 }
 
 /* ---- the context blob ----------------------------------------------------------- */
+/* The offsets hv/cpu.py checks at start-up (the I/O check reads the live state). */
+#define ENV_EFLAGS 136
+#define ENV_HFLAGS 176
+#define ENV_TR 352
+#define ENV_CR 424
+
 #define U32(k, off) (*(uint32_t *)((k)->env + (off)))
 #define U64(k, off) (*(uint64_t *)((k)->env + (off)))
 #define I32(k, off) (*(int32_t *)((k)->env + (off)))
@@ -707,4 +714,77 @@ void hv_sysenter_hook(void *uc, void *ud) {
     }
     commit(k, eip - 2, 0, (cs + 8) & 0xFFFC, cs & 0xFFFC, esp,
            (uint32_t)fl & ~(VM_FLAG | IF_FLAG | RF_FLAG), 1);
+}
+
+
+/* ---- I/O permission (SDM Vol. 1 §18.5) ----------------------------------------------------
+ * The engine lets every IN/OUT through (its translator skips QEMU's check), so hv puts a
+ * check in front of the engine's six port helpers: in protected mode with CPL > IOPL (or
+ * in virtual-8086 mode) the TSS I/O bitmap decides, and a denied access is #GP(0) raised
+ * from inside the helper with the translated block's return address, so the engine
+ * rewinds EIP to the IN/OUT exactly (nothing after it has run; no device saw it).
+ * The stubs are assembly so the jump to the engine's helper keeps the stack as the
+ * translated code left it: the helper reads its caller's address from there. */
+__attribute__((visibility("hidden"))) uintptr_t hv_orig_io[6];
+
+static int read_env_lin(uint8_t *env, hv_ctl *ctl, uint32_t lin, void *out, uint32_t n) {
+    hv_cpu probe;                      /* a walker over the live state (only these fields) */
+    probe.env = env;
+    probe.ctl = ctl;
+    probe.o_cr = ENV_CR;
+    uint8_t *o = (uint8_t *)out;
+    while (n) {
+        uint32_t chunk = 0x1000 - (lin & 0xFFF);
+        if (chunk > n) chunk = n;
+        uint64_t phys; uint32_t err;
+        if (walk(&probe, lin, 0, &phys, &err) < 0 || phys + chunk > ctl->ram_span)
+            return -1;
+        memcpy(o, ctl->ram + phys, chunk);
+        o += chunk; lin += chunk; n -= chunk;
+    }
+    return 0;
+}
+
+__attribute__((visibility("hidden")))
+void hv_io_check(uint8_t *env, uint32_t port, uint32_t size, uintptr_t ra) {
+    hv_cpu *k = hv_current;
+    if (!k || !(*(uint64_t *)(env + ENV_CR) & 1))
+        return;                                     /* real mode: no check */
+    uint32_t eflags = (uint32_t)*(uint64_t *)(env + ENV_EFLAGS);
+    uint32_t cpl = *(uint32_t *)(env + ENV_HFLAGS) & HF_CPL_MASK;
+    if (!(eflags & VM_FLAG) && cpl <= ((eflags >> 12) & 3))
+        return;
+    /* The bitmap: its offset at TSS+0x66, one bit per port, every bit of the access clear. */
+    uint32_t tr_base = (uint32_t)*(uint64_t *)(env + ENV_TR + 8);
+    uint32_t tr_limit = *(uint32_t *)(env + ENV_TR + 16);
+    uint16_t map = 0, bits = 0xFFFF;
+    port &= 0xFFFF;
+    if (tr_limit >= 0x67 && read_env_lin(env, k->ctl, tr_base + 0x66, &map, 2) == 0
+            && (uint32_t)map + port / 8 + 1 <= tr_limit
+            && read_env_lin(env, k->ctl, tr_base + map + port / 8, &bits, 2) == 0
+            && !((bits >> (port & 7)) & ((1u << size) - 1)))
+        return;
+    k->io_denied++;
+    hv_raise_err_ra(env, 13, 0, ra);
+}
+
+#define IO_STUB(name, index, size)                                              \
+    __asm__(".text\n.globl " #name "\n.type " #name ",@function\n" #name ":\n"  \
+            "push %rdi\npush %rsi\npush %rdx\n"                                 \
+            "mov $" #size ", %edx\n"                                            \
+            "mov 24(%rsp), %rcx\n"                                              \
+            "call hv_io_check\n"                                                \
+            "pop %rdx\npop %rsi\npop %rdi\n"                                    \
+            "jmp *hv_orig_io+" #index "*8(%rip)\n"                              \
+            ".size " #name ", .-" #name "\n");
+IO_STUB(hv_inb, 0, 1)
+IO_STUB(hv_inw, 1, 2)
+IO_STUB(hv_inl, 2, 4)
+IO_STUB(hv_outb, 3, 1)
+IO_STUB(hv_outw, 4, 2)
+IO_STUB(hv_outl, 5, 4)
+
+void hv_set_io_helpers(void *inb, void *inw, void *inl, void *outb, void *outw, void *outl) {
+    hv_orig_io[0] = (uintptr_t)inb; hv_orig_io[1] = (uintptr_t)inw; hv_orig_io[2] = (uintptr_t)inl;
+    hv_orig_io[3] = (uintptr_t)outb; hv_orig_io[4] = (uintptr_t)outw; hv_orig_io[5] = (uintptr_t)outl;
 }
