@@ -379,7 +379,8 @@ def boot(kind: str, repeats: int = 5, dispatch: str = "c", tmp: Path | None = No
     if kind == "direct":
         path = tmp / "kernel.bin"
         path.write_bytes(KERNEL_FIRST_INSTRUCTION)
-        config = lambda: MachineConfig(kernel=str(path), dispatch=dispatch, timeout=30)
+        config = lambda: MachineConfig(kernel=str(path), kernel_format="flat", dispatch=dispatch,
+                                       timeout=30)
         where = "0008:100001"
     else:
         path = tmp / "boot.img"

@@ -20,7 +20,7 @@ def test_reset_to_first_instruction(benchmark, tmp_path, boot):
     if boot == "direct":
         path = tmp_path / "kernel.bin"
         path.write_bytes(KERNEL_FIRST_INSTRUCTION)
-        config = lambda: MachineConfig(kernel=str(path), timeout=30)
+        config = lambda: MachineConfig(kernel=str(path), kernel_format="flat", timeout=30)
         where = "0008:100001"
     else:
         path = tmp_path / "boot.img"

@@ -123,19 +123,32 @@ def _stack_top(mem_size: int) -> int:
     return min(STACK_TOP, low_end) & ~0xF
 
 
-def load_kernel(path: str | Path, mem_size: int) -> KernelImage:
-    """Read and check a kernel file; raises KernelImageError with a one-line message."""
+KERNEL_FORMATS = ("auto", "elf", "flat", "bzimage")
+
+
+def load_kernel(path: str | Path, mem_size: int, fmt: str = "auto") -> KernelImage:
+    """Read and check a kernel file; raises KernelImageError with a one-line message.
+    ``fmt``: "auto" takes an ELF and refuses anything without a header it recognises (a
+    flat binary has none: a typo'd path to some other file must not be run as code);
+    "flat" loads the bytes at 1 MiB and enters at the first; "elf" insists on ELF."""
     name = str(path)
+    if fmt not in KERNEL_FORMATS:
+        raise KernelImageError(f"unknown kernel format {fmt!r} ({', '.join(KERNEL_FORMATS)})")
     try:
         data = Path(path).read_bytes()
     except OSError as e:
         raise KernelImageError(f"kernel {name}: cannot read: {e.strerror or e}") from None
     if not data:
         raise KernelImageError(f"kernel {name}: the file is empty")
-    if data[:4] == ELF_MAGIC:
-        image = _parse_elf(name, data)
-    else:
+    if fmt == "flat":
         image = KernelImage(name, "flat", FLAT_LOAD_ADDR, [Segment(FLAT_LOAD_ADDR, data, len(data))])
+    elif data[:4] == ELF_MAGIC:
+        image = _parse_elf(name, data)
+    elif fmt == "elf":
+        raise KernelImageError(f"kernel {name}: not an ELF file")
+    else:
+        raise KernelImageError(f"kernel {name}: neither an ELF nor a bzImage; give "
+                               "--kernel-format flat to load it as a flat binary at 1 MiB")
     _check_placement(image, mem_size)
     return image
 
@@ -313,7 +326,7 @@ class DirectBoot:
         if len(cmdline) > CMDLINE_MAX:
             raise KernelImageError(f"the kernel command line is {len(cmdline)} bytes "
                                    f"(at most {CMDLINE_MAX})")
-        self.image = load_kernel(path, cfg.mem_size)
+        self.image = load_kernel(path, cfg.mem_size, getattr(cfg, "kernel_format", "auto"))
         self.cmdline = cmdline
         for number, (hc_name, handler) in HYPERCALLS.items():
             machine.hypercalls.register(number, hc_name, handler)

@@ -15,6 +15,7 @@ from pathlib import Path
 from hv.devices.disk_store import FLOPPY_MAX, ImageError, check_image, is_writable
 from hv import __version__
 from hv.machine import BIOS_STYLES, DEFAULT_BIOS, DriveSpec, Machine, MachineConfig
+from hv.boot import KERNEL_FORMATS
 from hv.memory import parse_size
 from hv.net import parse_mac
 
@@ -33,6 +34,7 @@ GUEST_DEFAULTS = {
     "nettest": {"net": "user"},
     "nettest-virtio": {"virtio_net": "user"},
     "balloontest": {"balloon": "8M"},
+    "pmtest": {"boot_drive": "hda"},        # IRQ 14 checks need the ATA drive it boots from
 }
 
 
@@ -149,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="memory the host asks back through virtio-balloon (slot 3), e.g. 8M")
     run.add_argument("--kernel", metavar="FILE",
                      help="boot a 32-bit kernel (ELF or flat) directly, with no BIOS (docs/direct-boot.md)")
+    run.add_argument("--kernel-format", choices=KERNEL_FORMATS, default="auto",
+                     help="how to read --kernel: auto (ELF or bzImage, by their headers), elf, "
+                          "bzimage, or flat (raw code loaded and entered at 1 MiB)")
     run.add_argument("--append", metavar="CMDLINE", default="",
                      help="the kernel command line (with --kernel)")
     run.add_argument("--mem", default="16M", help="guest RAM: 640K, 16M, 256M, 1G (default 16M)")
@@ -276,7 +281,7 @@ def cmd_run(args) -> int:
         path = _resolve_image(args.image)
         writable = is_writable(path)
         size = check_image(path, writable=writable)
-        slot = "fda" if size <= FLOPPY_MAX else "hda"
+        slot = defaults.get("boot_drive") or ("fda" if size <= FLOPPY_MAX else "hda")
         if slot in specs:
             raise UsageError(f"{args.image}: --{slot} is already given")
         specs[slot] = DriveSpec(str(path), readonly=not writable)
@@ -357,7 +362,8 @@ def cmd_run(args) -> int:
                            dispatch=dispatch, trace=trace, input_keys=events,
                            until=args.until, timeout=args.timeout, net=net, pcap=args.pcap,
                            virtio_net=virtio_net, virtio_console=vcons,
-                           balloon_target=balloon_bytes, kernel=args.kernel, cmdline=args.append,
+                           balloon_target=balloon_bytes, kernel=args.kernel,
+                           kernel_format=args.kernel_format, cmdline=args.append,
                            nic_base=nic["iobase"], nic_irq=nic["irq"], nic_mac=nic["mac"],
                            **specs)
     try:

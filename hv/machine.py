@@ -91,6 +91,7 @@ class MachineConfig:
     timeout: float | None = None
     # Direct boot (hv/boot.py): with a kernel, no BIOS runs and ``bios`` is ignored.
     kernel: str | None = None
+    kernel_format: str = "auto"            # auto (ELF or bzImage) | elf | flat | bzimage
     cmdline: str = ""
 
 

@@ -19,7 +19,7 @@ def run(request, tmp_path):
 
     def go(source: str, timeout: float = 30):
         path = write_kernel(tmp_path / f"k{len(machines)}.bin", source)
-        m = Machine(MachineConfig(kernel=str(path), dispatch=request.param, timeout=timeout))
+        m = Machine(MachineConfig(kernel=str(path), kernel_format="flat", dispatch=request.param, timeout=timeout))
         machines.append(m)
         m.result_ = m.run()
         return m
@@ -32,7 +32,7 @@ def run(request, tmp_path):
 def test_ring3_system_calls_round_trip_through_a_dpl3_trap_gate(run, tmp_path):
     path = tmp_path / "r3.bin"
     path.write_bytes(ring3_kernel(50))
-    m = Machine(MachineConfig(kernel=str(path), dispatch=run.dispatch, timeout=30))
+    m = Machine(MachineConfig(kernel=str(path), kernel_format="flat", dispatch=run.dispatch, timeout=30))
     try:
         result = m.run()
         assert result.exit_code == 0, result.reason

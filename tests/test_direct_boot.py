@@ -30,6 +30,8 @@ def run_kernel():
     machines = []
 
     def run(kernel, cmdline: str = "", machine_class=Machine, **kw):
+        if Path(kernel).read_bytes()[:4] != boot.ELF_MAGIC:     # the flat test kernels
+            kw.setdefault("kernel_format", "flat")
         m = machine_class(MachineConfig(kernel=str(kernel), cmdline=cmdline, timeout=10, **kw))
         machines.append(m)
         m.result_ = m.run()
@@ -285,6 +287,7 @@ BAD_KERNELS = {
     "bss-smaller": (_elf(filesz=8, memsz=4), "truncated or larger in the file"),
     "flat-too-big": (b"\x90" * (16 * MiB), "does not fit in guest RAM"),
 }
+FLAT_CASES = {"flat-too-big"}
 
 
 @pytest.mark.parametrize("case", sorted(BAD_KERNELS))
@@ -293,7 +296,8 @@ def test_bad_kernel_gets_a_one_line_error_naming_the_file(tmp_path, case):
     path = tmp_path / f"{case}.bin"
     path.write_bytes(data)
     with pytest.raises(ValueError) as err:
-        Machine(MachineConfig(kernel=str(path)))
+        Machine(MachineConfig(kernel=str(path), kernel_format="flat" if case in FLAT_CASES
+                              else "auto"))
     msg = str(err.value)
     assert isinstance(err.value, KernelImageError)
     assert why in msg and str(path) in msg and "\n" not in msg
@@ -313,7 +317,15 @@ def test_kernel_that_fits_only_in_more_memory_is_refused_in_a_small_machine(tmp_
     path = tmp_path / "k.bin"
     path.write_bytes(b"\xf4")
     with pytest.raises(KernelImageError, match="does not fit"):
-        load_kernel(path, 640 * 1024)
+        load_kernel(path, 640 * 1024, "flat")
+
+
+def test_a_file_with_no_kernel_header_is_refused_unless_the_format_is_flat(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"just some text, not code\n")
+    with pytest.raises(KernelImageError, match="neither an ELF nor a bzImage.*--kernel-format flat"):
+        load_kernel(path, 16 * MiB)
+    assert load_kernel(path, 16 * MiB, "flat").kind == "flat"
 
 
 def test_command_line_with_a_nul_is_refused():

@@ -131,7 +131,7 @@ def _racing_kicks(m: Machine, stop: threading.Event) -> threading.Thread:
 @pytest.mark.parametrize("dispatch", DISPATCHERS)
 def test_no_slice_overruns_its_deadline_under_racing_kicks_irqs_hlt_and_io(tmp_path, dispatch):
     ticks = 3000
-    m = Machine(MachineConfig(kernel=str(flat_kernel(tmp_path, STRESS.replace("TICKS", str(ticks)))),
+    m = Machine(MachineConfig(kernel_format="flat", kernel=str(flat_kernel(tmp_path, STRESS.replace("TICKS", str(ticks)))),
                               dispatch=dispatch, timeout=120))
     stop = threading.Event()
     kicker = _racing_kicks(m, stop)
@@ -187,7 +187,7 @@ def test_a_kick_the_watchdog_had_to_resend_is_logged_and_counted_by_the_loop(tmp
     """The ticker's watchdog (tested above) counts each kick it had to send again; the vCPU
     loop turns a new count into a warning and a `watchdog` exit. Simulate three."""
     warnings = []
-    m = Machine(MachineConfig(kernel=str(flat_kernel(tmp_path, SPIN)), dispatch=dispatch,
+    m = Machine(MachineConfig(kernel_format="flat", kernel=str(flat_kernel(tmp_path, SPIN)), dispatch=dispatch,
                               timeout=0.2, log=warnings.append))
     fast = m.vcpu.fast
 
@@ -208,7 +208,7 @@ def test_a_kick_the_watchdog_had_to_resend_is_logged_and_counted_by_the_loop(tmp
 
 @pytest.mark.parametrize("dispatch", DISPATCHERS)
 def test_timeout_ends_a_guest_that_spins_with_interrupts_off(tmp_path, dispatch):
-    m = Machine(MachineConfig(kernel=str(flat_kernel(tmp_path, SPIN)), dispatch=dispatch,
+    m = Machine(MachineConfig(kernel_format="flat", kernel=str(flat_kernel(tmp_path, SPIN)), dispatch=dispatch,
                               timeout=0.3))
     try:
         result = m.run()
@@ -324,7 +324,7 @@ def test_ten_thousand_page_faults_carry_the_right_cr2_and_error_code_through_hos
         tmp_path, dispatch):
     faults = 10_000
     kernel = flat_kernel(tmp_path, PAGED.replace("FAULTS", str(faults)))
-    m = Machine(MachineConfig(kernel=str(kernel), dispatch=dispatch, timeout=240))
+    m = Machine(MachineConfig(kernel=str(kernel), kernel_format="flat", dispatch=dispatch, timeout=240))
     code = kernel.read_bytes()
 
     # Host actions between slices, every millisecond: rewrite the kernel's code pages
@@ -348,7 +348,7 @@ def test_ten_thousand_page_faults_carry_the_right_cr2_and_error_code_through_hos
 
 def test_lin2phys_walks_2_level_4k_and_4m_pages_and_pae(tmp_path):
     """The host walker against page tables written by hand, in each paging mode."""
-    m = Machine(MachineConfig(kernel=str(flat_kernel(tmp_path, "cli\nhlt"))))
+    m = Machine(MachineConfig(kernel_format="flat", kernel=str(flat_kernel(tmp_path, "cli\nhlt"))))
     try:
         mem, uc, v = m.mem, m.vcpu.uc, m.vcpu
         # 2-level: PDE 0 -> table at 0x21000 mapping linear 0x5000 -> 0x9000; PDE 1: 4 MiB page

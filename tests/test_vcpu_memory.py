@@ -20,7 +20,7 @@ def flat_kernel(tmp_path, source: str):
 
 
 def run(tmp_path, source: str, **kw) -> Machine:
-    m = Machine(MachineConfig(kernel=str(flat_kernel(tmp_path, source)), timeout=60, **kw))
+    m = Machine(MachineConfig(kernel=str(flat_kernel(tmp_path, source)), kernel_format="flat", timeout=60, **kw))
     m.regions_before = len(list(m.vcpu.uc.mem_regions()))
     m.result_ = m.run()
     return m
