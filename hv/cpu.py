@@ -281,7 +281,8 @@ class CpuAssist:
         check_layout()
         self.vcpu = vcpu
         self.uc = vcpu.uc
-        self.on_apic_base = None            # callable(value) -> None, set by the board
+        # callable(written value) -> the value IA32_APIC_BASE holds now (set by the board)
+        self.on_apic_base = None
         self.table = cpuid_table()
         self.max_basic = max(e.leaf for e in self.table if e.leaf < 0x40000000)
         self.max_ext = max(e.leaf for e in self.table if e.leaf >= 0x80000000)
@@ -446,6 +447,19 @@ class CpuAssist:
     def apic_base(self) -> int:
         return self.k.apic_base if self.k is not None else self._py_apic_base
 
+    def set_apic_base(self, value: int) -> None:
+        if self.k is not None:
+            self.k.apic_base = value
+        self._py_apic_base = value
+
+    def reset(self) -> None:
+        """Power-on: IA32_APIC_BASE back to 0xFEE00900, the TSC counting from 0."""
+        self.set_apic_base(APIC_BASE_RESET)
+        now = self.vcpu.machine.clock.now()
+        if self.k is not None:
+            self.k.tsc_offset = -now
+        self._py_tsc_offset = -now
+
     def counts(self) -> dict[tuple[str, str], int]:
         if not self.c:
             return {}
@@ -466,8 +480,11 @@ class CpuAssist:
     def _py_cpuid(self, uc, ud) -> int:
         leaf = uc.reg_read(X.UC_X86_REG_EAX) & 0xFFFFFFFF
         sub = uc.reg_read(X.UC_X86_REG_ECX) & 0xFFFFFFFF
+        out = list(cpuid_lookup(self.table, self.max_basic, self.max_ext, leaf, sub))
+        if leaf == 1 and not self.apic_base & 1 << 11:
+            out[3] &= ~(1 << 9)                 # a globally disabled APIC is not there
         for reg, v in zip((X.UC_X86_REG_EAX, X.UC_X86_REG_EBX, X.UC_X86_REG_ECX, X.UC_X86_REG_EDX),
-                          cpuid_lookup(self.table, self.max_basic, self.max_ext, leaf, sub)):
+                          out):
             uc.reg_write(reg, v)
         return 1
 
@@ -508,9 +525,7 @@ def _py_wrmsr(env: int) -> None:
     if msr == MSR_TSC:
         cpu._py_tsc_offset = v - cpu.vcpu.machine.clock.now()
     elif not v & ~APIC_BASE_WRITABLE:
-        cpu._py_apic_base = v
-        if cpu.on_apic_base:
-            cpu.on_apic_base(v)
+        cpu._py_apic_base = cpu.on_apic_base(v) if cpu.on_apic_base else v
 
 
 def _register_callbacks() -> None:
@@ -527,8 +542,8 @@ def _register_callbacks() -> None:
     @ffi.def_extern(onerror=fastpath._on_callback_error)
     def hv_py_apic_base(handle):
         cpu = ffi.from_handle(handle)
-        if cpu.on_apic_base:
-            cpu.on_apic_base(cpu.k.apic_base)
+        if cpu.on_apic_base:        # the board's APIC says what the register holds now
+            cpu.k.apic_base = cpu.on_apic_base(cpu.k.apic_base)
 
 
 _register_callbacks()

@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
+from hv.devices.apic import LocalApic
 from hv.devices.base import Device
 from hv.devices.cmos import CmosRtc
 from hv.devices.console_uart16550 import Uart16550
@@ -22,6 +23,9 @@ from hv.devices.disk_ide import IdeChannel
 from hv.devices.dma8237 import Dma8237
 from hv.devices.disk_store import Disk, DiskStore
 from hv.devices.i8042 import I8042, SystemControlPortA
+from hv.devices.imcr import Imcr
+from hv.devices.ioapic import IoApic
+from hv.devices.irq_router import IsaIrqRouter
 from hv.devices.balloon_virtio import VirtioBalloon
 from hv.devices.console_virtio import VirtioConsole
 from hv.devices.disk_virtio import VirtioBlk
@@ -141,7 +145,8 @@ class Machine:
             raise
         if self.vcpu.fast.kind == "c":
             self._bind_fast_devices()
-        self.pic.on_intr = self._on_intr
+        self.imcr.on_change = self._on_intr
+        self.vcpu.cpu.on_apic_base = self._on_apic_base
         self.clock.on_deadline_change = self._on_deadline_change
         self.clock.after(HOUSEKEEPING_NS, self._housekeeping)
         self.firmware.post_reset(self)
@@ -177,14 +182,21 @@ class Machine:
 
     def _build_devices(self) -> None:
         clock, mem = self.clock, self.mem
+        # Interrupts: ISA lines fan out to the 8259 pair and the I/O APIC; the IMCR picks
+        # what reaches the CPU (the 8259 directly, or through the local APIC's LINT0).
         self.pic = self.add(DualPic8259())
-        self.pit = self.add(Pit8254(clock, irq0=self.pic.line(0)))
-        self.uart = self.add(Uart16550(irq=self.pic.line(4), sink=self._serial_out, clock=clock))
+        self.lapic = self.add(LocalApic(clock, pic_acknowledge=self.pic.acknowledge))
+        self.ioapic = self.add(IoApic(deliver=self.lapic.deliver_message))
+        self.lapic.on_eoi = self.ioapic.eoi
+        self.imcr = self.add(Imcr(self.pic, self.lapic))
+        self.isa = self.add(IsaIrqRouter(self.pic, self.ioapic))
+        self.pit = self.add(Pit8254(clock, irq0=self.isa.line(0)))
+        self.uart = self.add(Uart16550(irq=self.isa.line(4), sink=self._serial_out, clock=clock))
         fda, fdb = self.slots["fda"], self.slots["fdb"]
         types = tuple(d.cmos_type if d else 0 for d in (fda, fdb))
-        self.cmos = self.add(CmosRtc(clock, irq=self.pic.line(8), mem_size=self.config.mem_size,
+        self.cmos = self.add(CmosRtc(clock, irq=self.isa.line(8), mem_size=self.config.mem_size,
                                      floppy_types=types, hd_count=len(self.disks.hard_disks())))
-        self.kbd = self.add(I8042(irq1=self.pic.line(1), on_a20=self._set_a20,
+        self.kbd = self.add(I8042(irq1=self.isa.line(1), on_a20=self._set_a20,
                                   on_reset=self.request_reset))
         self.port92 = self.add(SystemControlPortA(on_a20=self._set_a20, on_reset=self.request_reset))
         self.vga = self.add(Vga(mem.view[VIDEO_BASE:VIDEO_END], clock,
@@ -192,20 +204,20 @@ class Machine:
         self.debugcon = self.add(DebugConsole(self.config.debugcon))
         self.post = self.add(PostCode())
         self.dma = self.add(Dma8237(mem))
-        self.fdc = self.add(Fdc82077(irq=self.pic.line(6), dma=self.dma, drives=(fda, fdb)))
+        self.fdc = self.add(Fdc82077(irq=self.isa.line(6), dma=self.dma, drives=(fda, fdb)))
         self.network = make_network(self.config.net, self.config.pcap if self.config.net != "none"
                                     else None)
         self._watch_pcap(self.network)
         self.netport = self.network("nic0")
         if self.netport is not None:
             self.netport.on_frame = self._on_frame
-        self.nic = self.add(Ne2000(irq=self.pic.line(self.config.nic_irq), port=self.netport,
+        self.nic = self.add(Ne2000(irq=self.isa.line(self.config.nic_irq), port=self.netport,
                                    mac=self.config.nic_mac,
                                    base=self.config.nic_base, isa_irq=self.config.nic_irq))
         self._build_virtio()
         slots = self.slots
-        self.ide = [self.add(IdeChannel(self.pic.line(14), (slots["hda"], slots["hdb"]), name="ide0")),
-                    self.add(IdeChannel(self.pic.line(15), (slots["hdc"], slots["hdd"]), name="ide1",
+        self.ide = [self.add(IdeChannel(self.isa.line(14), (slots["hda"], slots["hdb"]), name="ide0")),
+                    self.add(IdeChannel(self.isa.line(15), (slots["hdc"], slots["hdd"]), name="ide1",
                                         base=0x170, ctrl=0x376))]
 
     def _build_virtio(self) -> None:
@@ -213,7 +225,7 @@ class Machine:
 
         def slot(name: str, device) -> VirtioMmio:
             base, irq = VIRTIO_SLOTS[name]
-            return self.add(VirtioMmio(device, mem, self.pic.line(irq), base))
+            return self.add(VirtioMmio(device, mem, self.isa.line(irq), base))
         self.virtio: dict[str, VirtioMmio] = {}
         if cfg.vda is not None:
             self.vdisk = Disk(cfg.vda.path, "hd", cfg.vda.readonly, cfg.vda.snapshot)
@@ -263,6 +275,11 @@ class Machine:
         self.vcpu.fast.irq_pending = 1 if level else 0
         if level:
             self._wake.set()
+
+    def _on_apic_base(self, value: int) -> int:
+        """A guest wrote IA32_APIC_BASE (the C helper already refused reserved bits)."""
+        self.lapic.set_apic_base(value)
+        return self.lapic.apic_base()
 
     def _on_deadline_change(self, deadline: int | None) -> None:
         fast = getattr(getattr(self, "vcpu", None), "fast", None)
@@ -397,7 +414,7 @@ class Machine:
         """HLT with interrupts on: sleep until the next deadline or an event."""
         d = self.clock.next_deadline()
         wait = HOUSEKEEPING_NS / 1e9 if d is None else max(0.0, (d - self.clock.now()) / 1e9)
-        if wait > 0 and not self.pic.has_interrupt() and not self._frames_waiting():
+        if wait > 0 and not self.imcr.has_interrupt() and not self._frames_waiting():
             self._wake.wait(wait)
         self._wake.clear()
 

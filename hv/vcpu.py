@@ -424,6 +424,8 @@ class Vcpu:
         self.halted = False
         if not self._a20:
             self.set_a20(True)
+        if hasattr(self, "cpu"):
+            self.cpu.reset()
         uc.ctl_flush_tb()
 
     # -- hooks -----------------------------------------------------------------------
@@ -576,8 +578,9 @@ class Vcpu:
         return bool(self.uc.reg_read(X.UC_X86_REG_EFLAGS) & IF)
 
     def inject_external(self) -> bool:
-        """Deliver the PIC's pending interrupt if the CPU can take it now."""
-        pic = self.machine.pic
+        """Deliver the interrupt INTR presents (8259 or local APIC, as the IMCR routes
+        them) if the CPU can take it now."""
+        pic = self.machine.imcr
         if not pic.has_interrupt() or not self.interrupts_enabled():
             return False
         if self.in_irq_shadow():
@@ -621,7 +624,7 @@ class Vcpu:
             except GuestFault as e:
                 m.fail(f"{e} at {self.where()}")
                 break
-            fast.irq_pending = 1 if m.pic.has_interrupt() else 0
+            fast.irq_pending = 1 if m.imcr.has_interrupt() else 0
             if self.halted:
                 if not self.interrupts_enabled():
                     m.halt_with_interrupts_disabled(self.where())

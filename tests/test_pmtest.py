@@ -25,16 +25,8 @@ CHECK_LINE = re.compile(r"(PASS|FAIL) ([a-z0-9-]+)")
 # features land; test_hv_prints_the_golden_output stays an expected failure until the
 # set is empty.
 HV_MISSING = {
-    "lapic-id-version": "the local APIC's MMIO window at 0xFEE00000",
-    "lapic-software-enable": "the local APIC's MMIO window at 0xFEE00000",
-    "lapic-timer-periodic-preempts-ring3": "the local APIC timer and its vector delivery",
-    "lapic-timer-one-shot": "the local APIC timer and its vector delivery",
     "mp-table": "an MP floating pointer and configuration table in the BIOS area",
     "acpi-madt": "ACPI RSDP, RSDT and MADT",
-    "ioapic-registers": "the I/O APIC's MMIO window at 0xFEC00000",
-    "ioapic-irq14-ata-identify": "ISA IRQ 14 routed through the I/O APIC to the local APIC",
-    "ioapic-irq14-ata-read": "ISA IRQ 14 routed through the I/O APIC to the local APIC",
-    "ioapic-irq1-8042-d2": "ISA IRQ 1 routed through the I/O APIC to the local APIC",
 }
 
 DISPATCHERS = [

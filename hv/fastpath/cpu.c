@@ -670,6 +670,8 @@ int hv_cpuid_hook(void *uc, void *ud) {
             break;
         }
     }
+    if (leaf == 1 && !(k->apic_base & (1u << 11)))
+        out[3] &= ~(1u << 9);               /* a globally disabled APIC is not there */
     for (int i = 0; i < 4; i++) {
         uint64_t v = out[i];
         REG_WRITE(k, hv_cpuid_ids[i], &v);

@@ -1,0 +1,87 @@
+"""The board's ISA interrupt wires: each reaches both the 8259 pair and the I/O APIC.
+
+A device gets ``router.line(n)`` where it used to get ``pic.line(n)``; the line keeps
+the ``IrqLine`` protocol (``set_level``, ``pulse``). Wiring, as on QEMU's PC and as
+the firmware tables declare it:
+
+* ISA IRQ n reaches 8259 input n and I/O APIC pin n;
+* except ISA IRQ 0 (the PIT), which reaches I/O APIC pin 2 -- the interrupt source
+  override every PC declares, since pin 0 carries the 8259's own INTR on real boards
+  (not modelled: nothing drives pin 0 here);
+* and ISA IRQ 2, which is the AT's IRQ 9 wire (the 8259 pair already redirects it),
+  so it reaches I/O APIC pin 9.
+
+``pulse()`` is what the PIT does: on the 8259 a rising edge whose request is held
+until INTA (``DualPic8259.pulse_irq``); on the I/O APIC the pin is raised and lowered
+again, so an edge entry sends once and a level entry sends once (its remote IRR
+then waits for the EOI). A line already held high makes no new edge on either.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hv.devices.base import Device
+
+if TYPE_CHECKING:
+    from hv.devices.ioapic import IoApic
+    from hv.devices.pic8259 import DualPic8259
+
+ISA_IRQ_COUNT = 16
+PIT_IRQ, PIT_PIN = 0, 2          # the interrupt source override: ISA IRQ 0 -> GSI 2
+CASCADE_IRQ, CASCADE_REDIRECT = 2, 9
+
+
+def ioapic_pin_of(irq: int) -> int:
+    """The I/O APIC input (GSI) an ISA IRQ reaches."""
+    if not 0 <= irq < ISA_IRQ_COUNT:
+        raise ValueError(f"no ISA IRQ {irq}")
+    if irq == PIT_IRQ:
+        return PIT_PIN
+    if irq == CASCADE_IRQ:
+        return CASCADE_REDIRECT
+    return irq
+
+
+class IsaIrqLine:
+    """One ISA IRQ wire, fanned out to the 8259 input and the I/O APIC pin."""
+
+    def __init__(self, router: "IsaIrqRouter", irq: int) -> None:
+        self._router = router
+        self.irq = irq
+        self.pin = ioapic_pin_of(irq)
+        self.level = False
+
+    def set_level(self, level: bool) -> None:
+        self.level = bool(level)
+        self._router.pic.set_irq(self.irq, self.level)
+        if self._router.ioapic is not None:
+            self._router.ioapic.set_irq(self.pin, self.level)
+
+    def pulse(self) -> None:
+        self._router.pic.pulse_irq(self.irq)
+        ioapic = self._router.ioapic
+        if ioapic is not None and not self.level:
+            ioapic.set_irq(self.pin, True)
+            ioapic.set_irq(self.pin, False)
+
+
+class IsaIrqRouter(Device):
+    """Hands out the 16 ISA lines; ``ioapic`` may be None (a board with no I/O APIC).
+    A device with no registers: the board adds it so that a machine reset drops
+    the lines it remembers as held high."""
+
+    name = "isa-irq"
+
+    def __init__(self, pic: "DualPic8259", ioapic: "IoApic | None") -> None:
+        self.pic = pic
+        self.ioapic = ioapic
+        self._lines = [IsaIrqLine(self, n) for n in range(ISA_IRQ_COUNT)]
+
+    def line(self, irq: int) -> IsaIrqLine:
+        ioapic_pin_of(irq)                     # refuses a bad number
+        return self._lines[irq]
+
+    def reset(self) -> None:
+        """Power-on: every wire low (the controllers reset themselves)."""
+        for line in self._lines:
+            line.level = False
