@@ -39,6 +39,9 @@ class Clock:
         self._heap: list[tuple[int, int, Timer]] = []
         self._seq = itertools.count()
         self.on_deadline_change: Callable[[int | None], None] | None = None
+        # Called with the new origin when pause/resume/advance move it: C code that reads
+        # the host clock itself (the PIT's counters, the TSC) keeps the same time base.
+        self.on_origin_change: Callable[[int], None] | None = None
 
     def now(self) -> int:
         if self._paused_at is not None:
@@ -57,6 +60,7 @@ class Clock:
         if self._paused_at is not None:
             self._origin = self._source() - self._paused_at
             self._paused_at = None
+            self._origin_moved()
 
     def advance(self, ns: int) -> None:
         """Step virtual time (tests and a paused clock use this)."""
@@ -64,6 +68,11 @@ class Clock:
             self._paused_at += ns
         else:
             self._origin -= ns
+            self._origin_moved()
+
+    def _origin_moved(self) -> None:
+        if self.on_origin_change is not None:
+            self.on_origin_change(self._origin)
 
     def at(self, deadline: int, callback: Callable[[int], None]) -> Timer:
         """Call ``callback(now)`` once virtual time reaches ``deadline``."""

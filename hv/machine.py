@@ -147,6 +147,9 @@ class Machine:
             self._bind_fast_devices()
         self.imcr.on_change = self._on_intr
         self.vcpu.cpu.on_apic_base = self._on_apic_base
+        self.clock.on_origin_change = self._on_clock_origin
+        self.debugger = None                       # hv.debug.control.Debugger, when attached
+        self.vcpu_thread = None
         self.clock.on_deadline_change = self._on_deadline_change
         self.clock.after(HOUSEKEEPING_NS, self._housekeeping)
         self.firmware.post_reset(self)
@@ -281,6 +284,27 @@ class Machine:
         self.lapic.set_apic_base(value)
         return self.lapic.apic_base()
 
+    def _on_clock_origin(self, origin: int) -> None:
+        """The clock paused or jumped: C code that reads the host clock follows."""
+        fast = self.vcpu.fast
+        if fast.kind == "c":
+            fast.ctl.clock_origin_ns = origin
+        if self.vcpu.cpu.k is not None:
+            self.vcpu.cpu.k.clock_origin_ns = origin
+
+    def attach_debugger(self, start_stopped: bool = False):
+        """The machine's Debugger (hv/debug/control.py), created on first use."""
+        if self.debugger is None:
+            from hv.debug.control import Debugger
+            self.debugger = Debugger(self, start_stopped)
+        return self.debugger
+
+    def wake_vcpu(self) -> None:
+        """Get the vCPU thread's attention: out of the guest at its next block, out of an
+        idle wait at once (thread-safe)."""
+        self.vcpu.kick()
+        self._wake.set()
+
     def _on_deadline_change(self, deadline: int | None) -> None:
         fast = getattr(getattr(self, "vcpu", None), "fast", None)
         if fast is not None:
@@ -397,6 +421,8 @@ class Machine:
 
     def service(self) -> None:
         """Everything the host does when it has the CPU back."""
+        if self.debugger is not None:
+            self.debugger.service()
         self.vcpu.fast.service()
         self.clock.run_due()
         if self.netport is not None and self.netport.pending:
@@ -425,6 +451,7 @@ class Machine:
         if self.config.timeout is not None:
             self._deadline_wall = time.monotonic() + self.config.timeout
         self._reset_requested = False
+        self.vcpu_thread = threading.current_thread()
         while True:
             self.stop_requested = False
             self.vcpu.run()

@@ -65,6 +65,8 @@ class GuestMemory:
         self.view = memoryview(self.buffer)
         # Set by the vCPU: drop translated code for [lo, hi).
         self.invalidate: Callable[[int, int], None] = lambda lo, hi: None
+        # Called with (addr, length) after each host write while a debugger watches memory.
+        self.write_observers: list[Callable[[int, int], None]] = []
 
     def check(self, addr: int, length: int) -> None:
         if addr < 0 or length < 0 or addr + length > self.span:
@@ -79,6 +81,8 @@ class GuestMemory:
         self.check(addr, len(data))
         self.view[addr:addr + len(data)] = data
         self.invalidate(addr, addr + len(data))
+        for observe in self.write_observers:
+            observe(addr, len(data))
 
     def load_rom(self, addr: int, image: bytes) -> None:
         """Place a ROM image (guest writes to ROM are ignored by the vCPU)."""

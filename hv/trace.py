@@ -11,3 +11,10 @@ def disassemble(code: bytes, address: int, bits: int) -> str:
     for insn in _cs[bits].disasm(code, address, 1):
         return f"{insn.mnemonic} {insn.op_str}".strip()
     return "(bad)"
+
+
+def instruction_length(code: bytes, address: int, bits: int) -> int:
+    """The length of the first instruction in ``code`` (0 if it does not decode)."""
+    for insn in _cs[bits].disasm(code, address, 1):
+        return insn.size
+    return 0

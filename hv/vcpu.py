@@ -619,6 +619,13 @@ class Vcpu:
                 break
             if m.stop_requested:
                 break
+            dbg = m.debugger
+            if dbg is not None:
+                if dbg.stopped:
+                    dbg.wait_while_stopped()
+                    continue
+                if dbg.take_step():
+                    continue
             try:
                 self.inject_external()
             except GuestFault as e:
