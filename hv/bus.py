@@ -32,6 +32,7 @@ class PortBus:
         self.stats = stats or exits.ExitStats()
         # port -> (device, offset the device sees)
         self._slot: list[tuple["Device", int] | None] = [None] * self.SIZE
+        self._assigned: dict[int, tuple["Device", int]] = {}
 
     def register(self, base: int, length: int, device: "Device", bias: int = 0) -> None:
         if base < 0 or length <= 0 or base + length > self.SIZE:
@@ -42,6 +43,11 @@ class PortBus:
                 raise BusConflict(f"{device.name}: port {port:#x} already belongs to {other}")
         for port in range(base, base + length):
             self._slot[port] = (device, port - base + bias)
+            self._assigned[port] = (device, port - base + bias)
+
+    def assigned(self) -> list[tuple[int, "Device", int]]:
+        """(port, device, offset) for every port some device answers."""
+        return [(port, *slot) for port, slot in sorted(self._assigned.items())]
 
     def device_at(self, port: int) -> "Device | None":
         slot = self._slot[port & 0xFFFF]

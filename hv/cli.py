@@ -176,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stats", action="store_true", help="print the exit table when the guest stops")
     run.add_argument("--trace", action="store_true",
                      help="print every exit with the guest instruction (to stderr)")
+    run.add_argument("--clock", choices=("wall", "virtual"), default="wall",
+                     help="wall: guest time follows the host's clock (default); virtual: it "
+                          "advances by guest work (10 ns per translated block) and skips idle "
+                          "time, so a run repeats exactly (docs/debugging.md)")
     run.add_argument("--dispatch", choices=DISPATCH_CHOICES, default="auto",
                      help="exit fast path: C (built at install) or Python (default auto)")
     run.add_argument("--no-live", action="store_true",
@@ -359,7 +363,7 @@ def cmd_run(args) -> int:
     sinks = [x for x in (serial, debugcon, vcons) if x is not None]
     trace = (lambda line: print(line, file=sys.stderr)) if args.trace else None
     config = MachineConfig(mem_size=mem, bios=args.bios, serial=serial, debugcon=debugcon,
-                           dispatch=dispatch, trace=trace, input_keys=events,
+                           dispatch=dispatch, clock=args.clock, trace=trace, input_keys=events,
                            until=args.until, timeout=args.timeout, net=net, pcap=args.pcap,
                            virtio_net=virtio_net, virtio_console=vcons,
                            balloon_target=balloon_bytes, kernel=args.kernel,

@@ -15,6 +15,10 @@ import time
 from typing import Callable
 
 NS_PER_S = 1_000_000_000
+# The virtual clock's rate (--clock virtual): each translated block the guest runs is 10 ns
+# of virtual time (roughly a 1 GHz CPU running 10-instruction blocks); idle time in HLT is
+# skipped to the next deadline. Time then depends only on the guest's own work.
+VIRTUAL_NS_PER_BLOCK = 10
 
 
 class Timer:

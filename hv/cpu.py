@@ -254,6 +254,7 @@ IO_HELPERS = ("helper_inb_x86_64", "helper_inw_x86_64", "helper_inl_x86_64",
               "helper_outb_x86_64", "helper_outw_x86_64", "helper_outl_x86_64")
 
 
+@functools.lru_cache(maxsize=None)
 def interception_available(helpers=MSR_HELPERS + IO_HELPERS) -> bool:
     try:
         return all(_movable_prologue(ctypes.cast(getattr(uclib, h), ctypes.c_void_p).value)
@@ -412,6 +413,10 @@ class CpuAssist:
     def enter(self) -> None:
         """Before each emu_start: the patched MSR helpers find this vCPU."""
         if self.k is not None:
+            if not self.c and self.vcpu.fast.virtual:
+                # The Python dispatcher's virtual clock lives in Python: hand C the time.
+                self.k.virtual_clock = 1
+                self.k.virtual_ns = self.vcpu.machine.clock.now()
             self._lib.hv_enter(self.k)
         else:
             _PY_CURRENT.cpu = self

@@ -36,7 +36,7 @@ from hv.devices.pit8254 import Pit8254
 from hv.devices.vga import Vga
 from hv import exits
 from hv.bus import MmioBus, PortBus
-from hv.clock import Clock
+from hv.clock import VIRTUAL_NS_PER_BLOCK, Clock  # noqa: F401 (the rate, documented here)
 from hv.hypercall import HypercallTable
 from hv.net import make_network
 from hv.virtio.mmio import VirtioMmio
@@ -56,6 +56,8 @@ BDA_KBD_HEAD, BDA_KBD_TAIL = 0x41A, 0x41C
 BIOS_STYLES = ("emulated", "synthetic")
 DEFAULT_BIOS = "synthetic"
 TIMEOUT_EXIT = 124            # as timeout(1)
+CLOCKS = ("wall", "virtual")
+VIRTUAL_RTC_EPOCH = 1767225600.0   # the virtual clock's RTC starts at 2026-01-01 00:00 UTC
 
 
 @dataclass
@@ -88,6 +90,7 @@ class MachineConfig:
     serial: Callable[[bytes], None] | None = None     # None: output is only captured
     debugcon: Callable[[bytes], None] | None = None
     dispatch: str = "auto"
+    clock: str = "wall"                # wall | virtual (time is guest work: runs repeat exactly)
     trace: Callable[[str], None] | None = None
     log: Callable[[str], None] | None = None      # warnings that do not end the run
     input_keys: list[bytes] = field(default_factory=list)   # make/break events, in order
@@ -111,7 +114,13 @@ class Machine:
         if cfg.bios not in BIOS_STYLES:
             raise ValueError(f"unknown BIOS style {cfg.bios!r} (emulated or synthetic)")
         self.stats = exits.ExitStats()
-        self.clock = Clock()
+        if cfg.clock not in CLOCKS:
+            raise ValueError(f"unknown clock {cfg.clock!r} ({' or '.join(CLOCKS)})")
+        # The virtual clock reads the vCPU's work count; until the vCPU exists it reads 0,
+        # so everything built before the first instruction sees time 0 in every run.
+        self._fast_source = None
+        self.clock = Clock(source=(lambda: self._fast_source() if self._fast_source else 0)
+                           if cfg.clock == "virtual" else time.monotonic_ns)
         self.mem = GuestMemory(cfg.mem_size)
         self.ports = PortBus(self.stats)
         self.mmio = MmioBus(self.stats)
@@ -137,6 +146,8 @@ class Machine:
             self._load_firmware()
             from hv.vcpu import Vcpu
             self.vcpu = Vcpu(self, cfg.dispatch, cfg.trace)
+            if cfg.clock == "virtual":
+                self._fast_source = self.vcpu.fast.clock_source
         except BaseException:
             self.disks.close()
             for net in ("network", "vnet_network"):
@@ -197,8 +208,10 @@ class Machine:
         self.uart = self.add(Uart16550(irq=self.isa.line(4), sink=self._serial_out, clock=clock))
         fda, fdb = self.slots["fda"], self.slots["fdb"]
         types = tuple(d.cmos_type if d else 0 for d in (fda, fdb))
+        rtc_epoch = (lambda: VIRTUAL_RTC_EPOCH) if self.config.clock == "virtual" else time.time
         self.cmos = self.add(CmosRtc(clock, irq=self.isa.line(8), mem_size=self.config.mem_size,
-                                     floppy_types=types, hd_count=len(self.disks.hard_disks())))
+                                     host_time=rtc_epoch, floppy_types=types,
+                                     hd_count=len(self.disks.hard_disks())))
         self.kbd = self.add(I8042(irq1=self.isa.line(1), on_a20=self._set_a20,
                                   on_reset=self.request_reset))
         self.port92 = self.add(SystemControlPortA(on_a20=self._set_a20, on_reset=self.request_reset))
@@ -437,8 +450,14 @@ class Machine:
             self.finish(TIMEOUT_EXIT, f"timeout after {self.config.timeout:g} s")
 
     def idle(self) -> None:
-        """HLT with interrupts on: sleep until the next deadline or an event."""
+        """HLT with interrupts on: sleep until the next deadline or an event. Under the
+        virtual clock idle time costs nothing: it jumps to the next deadline."""
         d = self.clock.next_deadline()
+        if self.config.clock == "virtual":
+            if d is not None and not self.imcr.has_interrupt():
+                self.vcpu.fast.skip(max(0, d - self.clock.now()))
+            self._wake.clear()
+            return
         wait = HOUSEKEEPING_NS / 1e9 if d is None else max(0.0, (d - self.clock.now()) / 1e9)
         if wait > 0 and not self.imcr.has_interrupt() and not self._frames_waiting():
             self._wake.wait(wait)

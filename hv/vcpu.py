@@ -30,6 +30,7 @@ from unicorn import (UC_ARCH_X86, UC_HOOK_INSN, UC_HOOK_INSN_INVALID,
 from unicorn import x86_const as X
 
 from hv import exits, fastpath
+from hv.clock import VIRTUAL_NS_PER_BLOCK
 from hv.hypercall import BLOCK, SITE_LEN, VMCALL, HypercallContext, Regs
 from hv.cpu import KIND_EXC, KIND_SOFT, CpuAssist
 from hv.irq import ERROR_CODE_VECTORS, IF, GuestFault, InterruptDelivery
@@ -38,6 +39,7 @@ from hv.memory import (CONVENTIONAL_END, HIGH_BASE, ROM_BASE, ROM_END, VIDEO_BAS
 
 if TYPE_CHECKING:
     from hv.machine import Machine
+
 
 UNTIL = 1 << 48          # unused with the exits list enabled: run until stopped
 PAGE = 0x1000
@@ -88,7 +90,8 @@ class Vcpu:
         uc.hook_add(UC_HOOK_MEM_FETCH_UNMAPPED, self._on_fetch_unmapped)
         if trace is not None and dispatch == "auto":
             dispatch = "python"          # --trace needs every exit to pass through Python
-        self.fast = fastpath.load(uc, dispatch)
+        self.fast = fastpath.load(uc, dispatch, VIRTUAL_NS_PER_BLOCK
+                                  if machine.config.clock == "virtual" else 0)
         if self.fast.kind == "c":
             self.fast.install_dispatch(self)
         else:

@@ -34,6 +34,7 @@ STOP_NONE, STOP_KICK, STOP_IRQ, STOP_HOST = 0, 1, 2, 3
 
 IF_FLAG = 0x200
 WATCHDOG_NS = 10_000_000      # an unanswered kick is sent again after this (fastpath.c)
+NO_DEADLINE = (1 << 64) - 1   # the virtual clock's "no deadline" block count
 
 try:  # pragma: no cover - depends on the build
     from hv.fastpath import _fastpath  # type: ignore[attr-defined]
@@ -77,6 +78,7 @@ class _Base:
     kind = "?"
     irq_hold = 0
     missed = 0
+    virtual = False
 
     def ack(self) -> None:
         """The host has the CPU back (the watchdog's sign of life)."""
@@ -108,7 +110,7 @@ class CFastpath(_Base):
 
     kind = "c"
 
-    def __init__(self, uc: Uc) -> None:
+    def __init__(self, uc: Uc, ns_per_block: int = 0) -> None:
         ffi, lib = _fastpath.ffi, _fastpath.lib
         self._ffi, self._lib = ffi, lib
         self.uc = uc
@@ -118,7 +120,13 @@ class CFastpath(_Base):
         regread = ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p).value
         lib.hv_ctl_init(self.ctl, ffi.cast("void *", stop), ffi.cast("void *", regread),
                         UC_X86_REG_EFLAGS, self._handle)
-        self._hook(UC_HOOK_BLOCK, "hv_block_hook")
+        self.virtual = bool(ns_per_block)
+        if self.virtual:
+            self.ctl.virtual_clock, self.ctl.ns_per_block = 1, ns_per_block
+            self.ctl.deadline_blocks = NO_DEADLINE
+            self._hook(UC_HOOK_BLOCK, "hv_block_hook_virtual")
+        else:
+            self._hook(UC_HOOK_BLOCK, "hv_block_hook")
         if lib.hv_ticker_start(self.ctl) != 0:
             raise RuntimeError("cannot start the ticker thread")
         self.devices: list = []
@@ -184,7 +192,26 @@ class CFastpath(_Base):
         self.ctl.host_epoch += 1
 
     def set_deadline(self, host_ns: int | None) -> None:
+        """The clock's next deadline, in time-source units: a host time for the ticker, or
+        under the virtual clock the block count the block hook stops at."""
+        if self.virtual:
+            c = self.ctl
+            self.ctl.deadline_blocks = NO_DEADLINE if host_ns is None else max(
+                0, -(-(host_ns - c.skip_ns) // c.ns_per_block))
+            return
         self._lib.hv_set_deadline(self.ctl, -1 if host_ns is None else host_ns)
+
+    def clock_source(self) -> int:
+        """The machine clock's time source (nanoseconds)."""
+        return self._lib.hv_clock_source(self.ctl)
+
+    def skip(self, ns: int) -> None:
+        """Virtual clock: let ``ns`` of idle time pass at once (HLT with a deadline ahead)."""
+        self.ctl.skip_ns += ns
+
+    @property
+    def blocks(self) -> int:
+        return self.ctl.blocks
 
     def set_ram(self, host_ptr: int, span: int) -> None:
         ffi, fn = self._ffi, _engine_functions()
@@ -210,13 +237,11 @@ class CFastpath(_Base):
             raise RuntimeError("the C dispatch table holds 64 devices")
         index = {id(d): i for i, d in enumerate(self.devices)}
         ctl = self.ctl
-        for port in range(0x10000):
-            dev = machine.ports.device_at(port)
-            if dev is None:
-                continue          # the table starts zeroed (PK_NONE); untouched pages cost no RSS
+        # Only the registered ports: the table starts zeroed (PK_NONE), and pages of it
+        # nothing touches cost no RSS.
+        for port, dev, offset in machine.ports.assigned():
             slot = ctl.ports[port]
-            slot.kind, slot.dev = PK_PY, index[id(dev)]
-            slot.off = machine.ports.offset_at(port)
+            slot.kind, slot.dev, slot.off = PK_PY, index[id(dev)], offset
         self._hook(UC_HOOK_INSN, "hv_port_in", ctypes.c_int(UC_X86_INS_IN))
         self._hook(UC_HOOK_INSN, "hv_port_out", ctypes.c_int(UC_X86_INS_OUT))
         for base, length, dev in machine.mmio.ranges():
@@ -471,7 +496,7 @@ class PyFastpath(_Base):
 
     kind = "python"
 
-    def __init__(self, uc: Uc) -> None:
+    def __init__(self, uc: Uc, ns_per_block: int = 0) -> None:
         self.uc = uc
         self.kick = 0
         self.irq_pending = 0
@@ -480,9 +505,14 @@ class PyFastpath(_Base):
         self.missed = 0
         self._epoch = 0
         self._deadline: int | None = None
+        self.virtual = bool(ns_per_block)
+        self.ns_per_block = ns_per_block
+        self.blocks = 0
+        self.skip_ns = 0
+        self.deadline_blocks = NO_DEADLINE
         self._cv = threading.Condition()
         self._running = True
-        uc.hook_add(UC_HOOK_BLOCK, self._block)
+        uc.hook_add(UC_HOOK_BLOCK, self._block_virtual if self.virtual else self._block)
         # The ticker needs the GIL to set `kick` while the block hook (Python) holds it
         # between blocks; a waiting thread gets it after at most the switch interval
         # (5 ms by default), which would be most of the 10 ms a deadline may slip.
@@ -501,6 +531,32 @@ class PyFastpath(_Base):
             elif uc.reg_read(UC_X86_REG_EFLAGS) & IF_FLAG:
                 self.stop_reason = STOP_IRQ
                 uc.emu_stop()
+
+    def _block_virtual(self, uc: Uc, addr: int, size: int, ud: object) -> None:
+        # hv_block_hook_virtual's twin: a block stopped before is not counted.
+        if self.blocks >= self.deadline_blocks:
+            self.kick = 1
+        if self.kick:
+            self.kick = 0
+            self.stop_reason = STOP_KICK
+            uc.emu_stop()
+            return
+        if self.irq_pending:
+            if self.irq_hold:
+                self.irq_hold = 0
+            elif uc.reg_read(UC_X86_REG_EFLAGS) & IF_FLAG:
+                self.stop_reason = STOP_IRQ
+                uc.emu_stop()
+                return
+        self.blocks += 1
+
+    def clock_source(self) -> int:
+        if self.virtual:
+            return self.blocks * self.ns_per_block + self.skip_ns
+        return time.monotonic_ns()
+
+    def skip(self, ns: int) -> None:
+        self.skip_ns += ns
 
     def ack(self) -> None:
         self._epoch += 1
@@ -553,6 +609,10 @@ class PyFastpath(_Base):
             fn.tb_invalidate(uch, run_lo, run_hi)
 
     def set_deadline(self, host_ns: int | None) -> None:
+        if self.virtual:
+            self.deadline_blocks = NO_DEADLINE if host_ns is None else max(
+                0, -(-(host_ns - self.skip_ns) // self.ns_per_block))
+            return
         with self._cv:
             self._deadline = host_ns
             self._cv.notify()
@@ -564,14 +624,16 @@ class PyFastpath(_Base):
         self._thread.join()
 
 
-def load(uc: Uc, dispatch: str = "auto") -> _Base:
+def load(uc: Uc, dispatch: str = "auto", ns_per_block: int = 0) -> _Base:
     """'auto' prefers C (or what $HV_DISPATCH says); 'c' insists on it; 'python'
-    forces the fallback."""
+    forces the fallback. ``ns_per_block``: run on the virtual clock at that rate."""
     if dispatch == "auto":
         dispatch = os.environ.get("HV_DISPATCH", "auto")
+    if dispatch not in ("auto", "c", "python"):
+        raise ValueError(f"dispatch {dispatch!r}: expected auto, c or python")
     if dispatch == "python" or (dispatch == "auto" and _fastpath is None):
-        return PyFastpath(uc)
+        return PyFastpath(uc, ns_per_block)
     if _fastpath is None:
         raise RuntimeError("the C fast path was not built (no C compiler at install time); "
                            "use --dispatch python")
-    return CFastpath(uc)
+    return CFastpath(uc, ns_per_block)

@@ -50,10 +50,17 @@ typedef struct hv_ctl {
     hv_pit_chan pit[3];
     hv_pic_chip pic[2];
     int64_t clock_origin_ns;
+    int32_t virtual_clock;
+    int32_t ns_per_block;
+    uint64_t blocks;
+    int64_t skip_ns;
+    uint64_t deadline_blocks;
     ...;
 } hv_ctl;
 void hv_ctl_init(hv_ctl *c, void *emu_stop, void *reg_read, int eflags_reg, void *handle);
 void hv_block_hook(void *uc, uint64_t addr, uint32_t size, void *ud);
+void hv_block_hook_virtual(void *uc, uint64_t addr, uint32_t size, void *ud);
+int64_t hv_clock_source(hv_ctl *c);
 void hv_set_engine(hv_ctl *c, void *uc, void *ram_addr, void *tb_invalidate, void *ram,
                    uint64_t ram_span);
 void hv_invalidate_phys(hv_ctl *c, uint64_t lo, uint64_t hi);

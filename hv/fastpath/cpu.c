@@ -557,11 +557,9 @@ void hv_intr_hook(void *uc, uint32_t intno, void *ud) {
 #define MSR_APIC_BASE 0x1B
 
 static inline int64_t virtual_now(hv_cpu *k) {
-    if (k->virtual_clock)
+    if (k->virtual_clock)          /* the Python dispatcher's virtual clock, set per slice */
         return k->virtual_ns;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec - k->clock_origin_ns;
+    return hv_clock_source(k->ctl) - k->clock_origin_ns;
 }
 
 /* The TSC runs at 1 GHz of virtual time: consistent with the PIT, the APIC timer and

@@ -98,10 +98,47 @@ void hv_block_hook(void *uc, uint64_t addr, uint32_t size, void *ud) {
 
 #define WATCHDOG_NS 10000000LL
 
+/* The virtual clock's block hook: the same stops, and the deadline as a block count.
+ * A block the guest is stopped before is not counted (it runs, and counts, after the
+ * resume), so where the host happens to stop never changes the count: a run repeats
+ * exactly, snapshots included. */
+void hv_block_hook_virtual(void *uc, uint64_t addr, uint32_t size, void *ud) {
+    hv_ctl *c = (hv_ctl *)ud;
+    if (c->blocks >= c->deadline_blocks)
+        c->kick = 1;
+    if (c->kick) {
+        c->kick = 0;
+        c->stop_reason = STOP_KICK;
+        c->emu_stop(uc);
+        return;
+    }
+    if (c->irq_pending) {
+        if (c->irq_hold) {
+            c->irq_hold = 0;
+        } else {
+            uint64_t fl = 0;
+            c->reg_read(uc, c->eflags_reg, &fl);
+            if (fl & 0x200) {
+                c->stop_reason = STOP_IRQ;
+                c->emu_stop(uc);
+                return;
+            }
+        }
+    }
+    c->blocks++;
+}
+
 static int64_t now_ns(void) {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     return (int64_t)now.tv_sec * 1000000000LL + now.tv_nsec;
+}
+
+/* The time source the machine's Clock reads (virtual time = this - clock_origin_ns). */
+int64_t hv_clock_source(hv_ctl *c) {
+    if (c->virtual_clock)
+        return (int64_t)c->blocks * c->ns_per_block + c->skip_ns;
+    return now_ns();
 }
 
 /* Sets kick when the clock's next deadline passes. A kick the host does not
@@ -201,7 +238,7 @@ static inline int window_out(hv_ctl *c, hv_window *w, int size, uint32_t value, 
 #define PIT_HZ 1193182
 
 static inline int64_t pit_now_tick(hv_ctl *c) {
-    int64_t ns = now_ns() - c->clock_origin_ns;
+    int64_t ns = hv_clock_source(c) - c->clock_origin_ns;
     return (int64_t)((__int128)ns * PIT_HZ / 1000000000LL);
 }
 

@@ -114,7 +114,15 @@ typedef struct hv_ctl {
     hv_mmio_region mmio[HV_MAX_MMIO];
     hv_pit_chan pit[3];
     hv_pic_chip pic[2];
-    int64_t clock_origin_ns;        /* CLOCK_MONOTONIC at virtual time 0 */
+    int64_t clock_origin_ns;        /* the time source's value at virtual time 0 */
+    /* The virtual clock (--clock virtual): time is guest work, not the host's clock.
+     * Each block the guest runs is ns_per_block; idle time skipped in HLT is skip_ns.
+     * The block hook stops the guest when `blocks` reaches `deadline_blocks`. */
+    int32_t virtual_clock;
+    int32_t ns_per_block;
+    uint64_t blocks;
+    int64_t skip_ns;
+    uint64_t deadline_blocks;
 } hv_ctl;
 
 /* Calls back into Python (cffi extern "Python"). */
