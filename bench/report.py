@@ -467,7 +467,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats "
                     "(under two minutes); IDE under Python dispatch only up to 1 MiB")
     ap.add_argument("--json", metavar="FILE", help="where the JSON goes (default DIR/bench-report.json)")
-    ap.add_argument("--out", metavar="DIR", default=".", help="where the report and plots go (default .)")
+    ap.add_argument("--out", metavar="DIR", default="bench-out",
+                    help="the folder for the report, plots and JSON (default bench-out/)")
     return ap.parse_args(argv)
 
 
