@@ -76,8 +76,9 @@ class IoApic(Device):
     name = "ioapic"
     mmio = ((IOAPIC_DEFAULT_BASE, IOAPIC_WINDOW),)
 
-    def __init__(self, deliver: Deliver | None = None) -> None:
+    def __init__(self, deliver: Deliver | None = None, apic_id: int = 0) -> None:
         self.deliver = deliver
+        self.apic_id = apic_id & 0xF           # the ID at reset: what the firmware tables say
         self.pins = 0                          # electrical levels of the 24 inputs
         self.messages = 0                      # messages sent (introspection)
         self.reset()
@@ -85,7 +86,7 @@ class IoApic(Device):
     def reset(self) -> None:
         self.pins = 0                          # the devices drop their lines on reset too
         self.ioregsel = 0
-        self.id = 0
+        self.id = self.apic_id
         self.redirection = [ENTRY_RESET] * PIN_COUNT
 
     # ---- inputs ----------------------------------------------------------------

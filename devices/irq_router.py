@@ -43,36 +43,68 @@ def ioapic_pin_of(irq: int) -> int:
 
 
 class IsaIrqLine:
-    """One ISA IRQ wire, fanned out to the 8259 input and the I/O APIC pin."""
+    """One ISA IRQ wire, fanned out to the 8259 input and the I/O APIC pin. Devices that
+    share the wire (the NE2000 and the ACPI SCI on IRQ 9) each drive it through their own
+    ``source()``: the wire is high while any of them holds it high (wired-OR)."""
 
     def __init__(self, router: "IsaIrqRouter", irq: int) -> None:
         self._router = router
         self.irq = irq
         self.pin = ioapic_pin_of(irq)
         self.level = False
+        self._held: set["_SharedSource"] = set()   # sources holding the wire high
+
+    def source(self) -> "_SharedSource":
+        return _SharedSource(self)
+
+    def _drive(self, level: bool) -> None:
+        if self._router.pic is not None:
+            self._router.pic.set_irq(self.irq, level)
+        if self._router.ioapic is not None:
+            self._router.ioapic.set_irq(self.pin, level)
 
     def set_level(self, level: bool) -> None:
         self.level = bool(level)
-        self._router.pic.set_irq(self.irq, self.level)
-        if self._router.ioapic is not None:
-            self._router.ioapic.set_irq(self.pin, self.level)
+        self._drive(self.level or bool(self._held))
 
     def pulse(self) -> None:
-        self._router.pic.pulse_irq(self.irq)
+        if self._router.pic is not None:
+            self._router.pic.pulse_irq(self.irq)
         ioapic = self._router.ioapic
-        if ioapic is not None and not self.level:
+        if ioapic is not None and not (self.level or self._held):
             ioapic.set_irq(self.pin, True)
             ioapic.set_irq(self.pin, False)
 
 
+class _SharedSource:
+    """One device's hold on a shared wire (``IsaIrqLine.source``)."""
+
+    def __init__(self, line: IsaIrqLine) -> None:
+        self._line = line
+        self.level = False
+
+    def set_level(self, level: bool) -> None:
+        self.level = bool(level)
+        held = self._line._held
+        if self.level:
+            held.add(self)
+        else:
+            held.discard(self)
+        self._line._drive(self._line.level or bool(held))
+
+    def pulse(self) -> None:
+        self._line.pulse()
+
+
 class IsaIrqRouter(Device):
-    """Hands out the 16 ISA lines; ``ioapic`` may be None (a board with no I/O APIC).
+    """Hands out the 16 ISA lines; ``ioapic`` may be None (a board with no I/O APIC), and
+    ``pic`` too (a board with no 8259s, such as the microVM: the wires reach the I/O APIC).
     A device with no registers: the board adds it so that a machine reset drops
     the lines it remembers as held high."""
 
     name = "isa-irq"
 
-    def __init__(self, pic: "DualPic8259", ioapic: "IoApic | None") -> None:
+    def __init__(self, pic: "DualPic8259 | None", ioapic: "IoApic | None") -> None:
         self.pic = pic
         self.ioapic = ioapic
         self._lines = [IsaIrqLine(self, n) for n in range(ISA_IRQ_COUNT)]
@@ -85,3 +117,4 @@ class IsaIrqRouter(Device):
         """Power-on: every wire low (the controllers reset themselves)."""
         for line in self._lines:
             line.level = False
+            line._held.clear()

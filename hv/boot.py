@@ -14,6 +14,7 @@ guest-requested reset restarts the kernel from a pristine copy.
 """
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,8 @@ DEV_PIC8259 = 3
 DEV_PIT8254 = 4
 DEV_RTC_CMOS = 5
 DEV_DEBUGCON = 6
+DEV_LAPIC = 7                  # base: the local APIC's MMIO window
+DEV_IOAPIC = 8                 # base: the I/O APIC's window; irq: its first GSI (0)
 DEV_IO_PORTS = 0x01            # flags: base is an I/O port (else a physical address)
 # The legacy devices of note, in this order: (kind, Machine attribute).
 LEGACY = ((DEV_UART16550, "uart"), (DEV_PIC8259, "pic"), (DEV_PIT8254, "pit"),
@@ -135,6 +138,10 @@ def load_kernel(path: str | Path, mem_size: int, fmt: str = "auto") -> KernelIma
     if fmt not in KERNEL_FORMATS:
         raise KernelImageError(f"unknown kernel format {fmt!r} ({', '.join(KERNEL_FORMATS)})")
     try:
+        size = os.stat(path).st_size
+        if size > mem_size:          # no host allocation sized by a file that cannot fit
+            raise KernelImageError(f"kernel {name}: {size} bytes cannot fit in "
+                                   f"{mem_size // 1024} KiB of guest RAM")
         data = Path(path).read_bytes()
     except OSError as e:
         raise KernelImageError(f"kernel {name}: cannot read: {e.strerror or e}") from None
@@ -224,6 +231,11 @@ def device_list(machine: "Machine") -> list[tuple[int, int, int, int, int, int]]
         r = dev.ports[0]
         irq = dev.irq
         out.append((kind, 0, r.base, r.length, IRQ_NONE if irq is None else irq, DEV_IO_PORTS))
+    for kind, attr in ((DEV_LAPIC, "lapic"), (DEV_IOAPIC, "ioapic")):
+        dev = getattr(machine, attr, None)
+        if dev is not None and dev.mmio:
+            base, length = dev.mmio[0]
+            out.append((kind, 0, base, length, 0 if kind == DEV_IOAPIC else IRQ_NONE, 0))
     return out
 
 
@@ -330,6 +342,9 @@ class DirectBoot:
         self.cmdline = cmdline
         for number, (hc_name, handler) in HYPERCALLS.items():
             machine.hypercalls.register(number, hc_name, handler)
+        if machine.board.name == "pc":
+            from hv.firmware_tables import install_tables
+            install_tables(machine.mem)      # a kernel that looks for MP/ACPI tables finds them
 
     def load(self, machine: "Machine") -> None:
         """Copy the kernel, GDT, command line and boot information into guest RAM."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from hv.devices.disk_store import FLOPPY_MAX, ImageError, check_image, is_writable
 from hv import __version__
 from hv.machine import BIOS_STYLES, DEFAULT_BIOS, DriveSpec, Machine, MachineConfig
+from hv.boards import BOARD_NAMES
 from hv.boot import KERNEL_FORMATS
 from hv.memory import parse_size
 from hv.net import parse_mac
@@ -151,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="memory the host asks back through virtio-balloon (slot 3), e.g. 8M")
     run.add_argument("--kernel", metavar="FILE",
                      help="boot a 32-bit kernel (ELF or flat) directly, with no BIOS (docs/direct-boot.md)")
+    run.add_argument("--initrd", metavar="FILE",
+                     help="the initial RAM disk for a Linux bzImage given with --kernel")
+    run.add_argument("--machine", choices=BOARD_NAMES, default="pc",
+                     help="the board: pc (default: legacy devices, BIOS or direct boot) or "
+                          "microvm (UART, APICs, virtio slots; direct boot only)")
     run.add_argument("--kernel-format", choices=KERNEL_FORMATS, default="auto",
                      help="how to read --kernel: auto (ELF or bzImage, by their headers), elf, "
                           "bzimage, or flat (raw code loaded and entered at 1 MiB)")
@@ -283,12 +289,16 @@ def cmd_run(args) -> int:
     defaults = GUEST_DEFAULTS.get(args.image, {}) if args.image and not Path(args.image).exists() else {}
     if args.image:
         path = _resolve_image(args.image)
-        writable = is_writable(path)
+        builtin = not Path(args.image).exists()
+        writable = is_writable(path) and not builtin
         size = check_image(path, writable=writable)
         slot = defaults.get("boot_drive") or ("fda" if size <= FLOPPY_MAX else "hda")
         if slot in specs:
             raise UsageError(f"{args.image}: --{slot} is already given")
-        specs[slot] = DriveSpec(str(path), readonly=not writable)
+        # A built-in guest's image belongs to the package: its writes go to a throw-away
+        # overlay (and many runs can share the image).
+        specs[slot] = DriveSpec(str(path), readonly=not writable and not builtin,
+                                snapshot=builtin)
     if args.vda:
         specs["vda"] = _drive(args.vda)
     if not specs and not args.kernel:
@@ -300,8 +310,8 @@ def cmd_run(args) -> int:
                 pass
         except OSError as e:
             raise UsageError(f"--kernel {args.kernel}: {e.strerror}") from None
-    elif args.append:
-        raise UsageError("--append needs --kernel")
+    elif args.append or args.initrd:
+        raise UsageError("--append and --initrd need --kernel")
     if args.snapshot:
         for spec in specs.values():
             spec.snapshot = True
@@ -368,6 +378,7 @@ def cmd_run(args) -> int:
                            virtio_net=virtio_net, virtio_console=vcons,
                            balloon_target=balloon_bytes, kernel=args.kernel,
                            kernel_format=args.kernel_format, cmdline=args.append,
+                           initrd=args.initrd, board=args.machine,
                            nic_base=nic["iobase"], nic_irq=nic["irq"], nic_mac=nic["mac"],
                            **specs)
     try:

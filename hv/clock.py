@@ -74,6 +74,20 @@ class Clock:
             self._origin -= ns
             self._origin_moved()
 
+    def set_now(self, ns: int) -> None:
+        """Make virtual time read ``ns`` from now on (restoring a snapshot)."""
+        if self._paused_at is not None:
+            self._paused_at = ns
+        else:
+            self._origin = self._source() - ns
+            self._origin_moved()
+
+    def clear_timers(self) -> None:
+        """Forget every timer (restoring a snapshot: devices re-arm their own)."""
+        self._heap.clear()
+        if self.on_deadline_change:
+            self.on_deadline_change(None)
+
     def _origin_moved(self) -> None:
         if self.on_origin_change is not None:
             self.on_origin_change(self._origin)

@@ -460,10 +460,14 @@ class CpuAssist:
     def reset(self) -> None:
         """Power-on: IA32_APIC_BASE back to 0xFEE00900, the TSC counting from 0."""
         self.set_apic_base(APIC_BASE_RESET)
-        now = self.vcpu.machine.clock.now()
+        self.set_tsc(0)
+
+    def set_tsc(self, value: int) -> None:
+        """Make the TSC read ``value`` now (it keeps counting 1 GHz of virtual time)."""
+        offset = value - self.vcpu.machine.clock.now()
         if self.k is not None:
-            self.k.tsc_offset = -now
-        self._py_tsc_offset = -now
+            self.k.tsc_offset = offset
+        self._py_tsc_offset = offset
 
     def counts(self) -> dict[tuple[str, str], int]:
         if not self.c:

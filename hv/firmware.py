@@ -1,4 +1,5 @@
-"""Choosing the BIOS: the emulated ROM (guest code) or the synthetic one (host code)."""
+"""Choosing the firmware: the emulated ROM (guest code), the synthetic one (host code),
+direct kernel boot (hv/boot.py), or the Linux boot protocol (hv/linux_boot.py)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -16,19 +17,30 @@ class EmulatedBios:
 
     def install(self, machine: "Machine") -> None:
         from hv.devices.bios_emulated import rom_path
+        from hv.firmware_tables import install_tables
         machine.mem.load_rom(BIOS_BASE, rom_path().read_bytes())
+        install_tables(machine.mem)          # MP and ACPI tables in the ROM's spare window
 
     def post_reset(self, machine: "Machine") -> None:
         """The ROM does its own POST from the reset vector."""
 
 
-def firmware_for(style: str):
-    if style == "direct":       # --kernel: no BIOS; the kernel comes from machine.config
+def firmware_for(config):
+    """The firmware a configuration boots with: the Linux boot protocol for a bzImage,
+    direct boot for another kernel, else the BIOS style asked for."""
+    if config.kernel:
+        from hv.linux_boot import is_bzimage
+        fmt = getattr(config, "kernel_format", "auto")
+        if fmt == "bzimage" or (fmt == "auto" and is_bzimage(config.kernel)):
+            from hv.linux_boot import LinuxBoot
+            return LinuxBoot()
         from hv.boot import DirectBoot
         return DirectBoot()
-    if style == "emulated":
+    if getattr(config, "initrd", None):
+        raise ValueError("--initrd needs --kernel")
+    if config.bios == "emulated":
         return EmulatedBios()
-    if style == "synthetic":
+    if config.bios == "synthetic":
         from hv.devices.bios_synthetic import SyntheticBios
         return SyntheticBios()
-    raise ValueError(f"unknown BIOS style {style!r} (emulated or synthetic)")
+    raise ValueError(f"unknown BIOS style {config.bios!r} (emulated or synthetic)")

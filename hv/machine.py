@@ -1,8 +1,8 @@
-"""The PC: one vCPU, guest memory, two buses, the interrupt controllers, a clock,
-and the devices wired to them.
+"""A machine: one vCPU, guest memory, two buses, a clock, and the devices its board
+(``hv/boards/``: the PC, the microVM) wires to them.
 
-``Machine`` is built from a ``MachineConfig``; ``run()`` boots it from the reset
-vector and returns a ``RunResult`` (exit code and the reason the run ended).
+``Machine`` is built from a ``MachineConfig``; ``run()`` boots it (from the reset vector,
+or a kernel directly) and returns a ``RunResult`` (exit code and the reason the run ended).
 """
 from __future__ import annotations
 
@@ -13,40 +13,26 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from hv.devices.apic import LocalApic
-from hv.devices.base import Device
-from hv.devices.cmos import CmosRtc
-from hv.devices.console_uart16550 import Uart16550
-from hv.devices.debugcon import DebugConsole, PostCode
-from hv.devices.disk_floppy import Fdc82077
-from hv.devices.disk_ide import IdeChannel
-from hv.devices.dma8237 import Dma8237
-from hv.devices.disk_store import Disk, DiskStore
-from hv.devices.i8042 import I8042, SystemControlPortA
-from hv.devices.imcr import Imcr
-from hv.devices.ioapic import IoApic
-from hv.devices.irq_router import IsaIrqRouter
-from hv.devices.balloon_virtio import VirtioBalloon
-from hv.devices.console_virtio import VirtioConsole
-from hv.devices.disk_virtio import VirtioBlk
-from hv.devices.nic_ne2000 import Ne2000
-from hv.devices.nic_virtio import VirtioNet
-from hv.devices.pic8259 import DualPic8259
-from hv.devices.pit8254 import Pit8254
-from hv.devices.vga import Vga
 from hv import exits
+from hv.boards import BOARD_NAMES, board_named
 from hv.bus import MmioBus, PortBus
 from hv.clock import VIRTUAL_NS_PER_BLOCK, Clock  # noqa: F401 (the rate, documented here)
+from hv.devices.balloon_virtio import VirtioBalloon
+from hv.devices.base import Device
+from hv.devices.console_virtio import VirtioConsole
+from hv.devices.disk_store import Disk, DiskStore
+from hv.devices.disk_virtio import VirtioBlk
+from hv.devices.nic_virtio import VirtioNet
 from hv.hypercall import HypercallTable
+from hv.memory import ROM_BASE, ROM_END, GuestMemory, MiB
 from hv.net import make_network
 from hv.virtio.mmio import VirtioMmio
-from hv.memory import ROM_BASE, ROM_END, VIDEO_BASE, VIDEO_END, GuestMemory, MiB
 
 # virtio-mmio slots: 4 KiB windows in the ISA hole below 1 MiB, so real-mode
 # guests reach them with a segment (D000:0000); slot -> (base, ISA IRQ).
 VIRTIO_BASE = 0xD0000
 VIRTIO_SLOTS = {"blk": (0xD0000, 10), "net": (0xD1000, 11), "console": (0xD2000, 5),
-                "balloon": (0xD3000, 12)}
+                "balloon": (0xD3000, 12), "9p": (0xD4000, 3), "registry": (0xD5000, 7)}
 PAGE_SIZE = 4096
 
 HOUSEKEEPING_NS = 10_000_000     # the loop looks at input, --until and timeouts 100x/s
@@ -57,7 +43,11 @@ BIOS_STYLES = ("emulated", "synthetic")
 DEFAULT_BIOS = "synthetic"
 TIMEOUT_EXIT = 124            # as timeout(1)
 CLOCKS = ("wall", "virtual")
-VIRTUAL_RTC_EPOCH = 1767225600.0   # the virtual clock's RTC starts at 2026-01-01 00:00 UTC
+# Devices a board may leave out: None on a machine whose board has no such slot.
+OPTIONAL_DEVICES = ("pic", "lapic", "ioapic", "imcr", "isa", "pit", "uart", "cmos", "kbd",
+                    "port92", "vga", "debugcon", "post", "pm", "dma", "fdc", "nic", "ide0",
+                    "ide1", "network", "netport", "vnet_network", "vnet_port", "vnet", "vdisk",
+                    "vconsole", "balloon")
 
 
 @dataclass
@@ -87,6 +77,9 @@ class MachineConfig:
     virtio_net: str = "none"                      # none | user | switch:NAME
     virtio_console: Callable[[bytes], None] | None = None
     balloon_target: int = 0                       # bytes the host asks the guest to give back
+    # More synthetic devices, by VIRTIO_SLOTS name (the 9P and registry channels of a
+    # utility VM): name -> virtio device model.
+    extra_virtio: dict | None = None
     serial: Callable[[bytes], None] | None = None     # None: output is only captured
     debugcon: Callable[[bytes], None] | None = None
     dispatch: str = "auto"
@@ -99,6 +92,8 @@ class MachineConfig:
     # Direct boot (hv/boot.py): with a kernel, no BIOS runs and ``bios`` is ignored.
     kernel: str | None = None
     kernel_format: str = "auto"            # auto (ELF or bzImage) | elf | flat | bzimage
+    initrd: str | None = None              # with a bzImage: the initial RAM disk
+    board: str = "pc"                      # pc | microvm (hv/boards/)
     cmdline: str = ""
 
 
@@ -109,8 +104,16 @@ class RunResult:
 
 
 class Machine:
-    def __init__(self, config: MachineConfig | None = None) -> None:
+    def __init__(self, config: MachineConfig | None = None, restore: str | None = None) -> None:
+        """``restore``: start from a snapshot file (hv/debug/snapshot.py) instead of power-on;
+        its RAM is mapped copy-on-write, and ``config`` must describe the same hardware
+        (``snapshot.config_from`` makes one)."""
         self.config = cfg = config or MachineConfig()
+        snap = None
+        if restore is not None:
+            from hv.debug import snapshot
+            snap, ram_off = snapshot.read(restore)
+            snapshot.check(snap, cfg, restore)
         if cfg.bios not in BIOS_STYLES:
             raise ValueError(f"unknown BIOS style {cfg.bios!r} (emulated or synthetic)")
         self.stats = exits.ExitStats()
@@ -121,7 +124,7 @@ class Machine:
         self._fast_source = None
         self.clock = Clock(source=(lambda: self._fast_source() if self._fast_source else 0)
                            if cfg.clock == "virtual" else time.monotonic_ns)
-        self.mem = GuestMemory(cfg.mem_size)
+        self.mem = GuestMemory(cfg.mem_size, backing=(str(restore), ram_off) if snap else None)
         self.ports = PortBus(self.stats)
         self.mmio = MmioBus(self.stats)
         self.hypercalls = HypercallTable()
@@ -140,6 +143,10 @@ class Machine:
         self.bios_state: dict[str, object] = {}   # firmware scratch state kept on the host
         self.warnings: list[str] = []
 
+        self.board = board_named(cfg.board)
+        for name in OPTIONAL_DEVICES:
+            setattr(self, name, None)
+        self.virtio: dict[str, VirtioMmio] = {}
         try:
             self._attach_drives()
             self._build_devices()
@@ -150,20 +157,51 @@ class Machine:
                 self._fast_source = self.vcpu.fast.clock_source
         except BaseException:
             self.disks.close()
-            for net in ("network", "vnet_network"):
-                if hasattr(self, net):
-                    getattr(self, net).close()
+            for net in (self.network, self.vnet_network):
+                if net is not None:
+                    net.close()
             raise
         if self.vcpu.fast.kind == "c":
             self._bind_fast_devices()
-        self.imcr.on_change = self._on_intr
+        # The CPU's interrupt input: the IMCR on a PC (8259 or local APIC), else the APIC.
+        self.intr = self.imcr if self.imcr is not None else self.lapic
+        self.intr.on_change = self._on_intr
         self.vcpu.cpu.on_apic_base = self._on_apic_base
         self.clock.on_origin_change = self._on_clock_origin
         self.debugger = None                       # hv.debug.control.Debugger, when attached
         self.vcpu_thread = None
         self.clock.on_deadline_change = self._on_deadline_change
-        self.clock.after(HOUSEKEEPING_NS, self._housekeeping)
-        self.firmware.post_reset(self)
+        self._housekeeping_timer = self.clock.after(HOUSEKEEPING_NS, self._housekeeping)
+        if snap is None:
+            self.firmware.post_reset(self)
+        else:
+            from hv.debug import snapshot
+            snapshot.apply(self, snap, ram_copied=False)
+
+    # -- snapshots --------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Save the whole machine to ``path`` (between slices; see hv/debug/snapshot.py)."""
+        from hv.debug import snapshot
+        snapshot.save(self, path)
+
+    def restore(self, path) -> None:
+        """Load a snapshot of this same machine (its RAM is copied in)."""
+        from hv.debug import snapshot
+        meta, ram_off = snapshot.read(path)
+        snapshot.check(meta, self.config, path)
+        import mmap
+        with open(path, "rb") as f:
+            image = mmap.mmap(f.fileno(), self.mem.span, prot=mmap.PROT_READ, offset=ram_off)
+            try:
+                self.mem.view[:] = image
+            finally:
+                image.close()
+        self.vcpu.uc.ctl_flush_tb()
+        snapshot.apply(self, meta, ram_copied=True)
+
+    def rearm_host_timers(self) -> None:
+        """After the clock's timers were cleared (a restore): hv's own periodic work."""
+        self._housekeeping_timer = self.clock.after(HOUSEKEEPING_NS, self._housekeeping)
 
     # -- construction ---------------------------------------------------------------
     def _attach_drives(self) -> None:
@@ -195,71 +233,50 @@ class Machine:
         return dev
 
     def _build_devices(self) -> None:
-        clock, mem = self.clock, self.mem
-        # Interrupts: ISA lines fan out to the 8259 pair and the I/O APIC; the IMCR picks
-        # what reaches the CPU (the 8259 directly, or through the local APIC's LINT0).
-        self.pic = self.add(DualPic8259())
-        self.lapic = self.add(LocalApic(clock, pic_acknowledge=self.pic.acknowledge))
-        self.ioapic = self.add(IoApic(deliver=self.lapic.deliver_message))
-        self.lapic.on_eoi = self.ioapic.eoi
-        self.imcr = self.add(Imcr(self.pic, self.lapic))
-        self.isa = self.add(IsaIrqRouter(self.pic, self.ioapic))
-        self.pit = self.add(Pit8254(clock, irq0=self.isa.line(0)))
-        self.uart = self.add(Uart16550(irq=self.isa.line(4), sink=self._serial_out, clock=clock))
-        fda, fdb = self.slots["fda"], self.slots["fdb"]
-        types = tuple(d.cmos_type if d else 0 for d in (fda, fdb))
-        rtc_epoch = (lambda: VIRTUAL_RTC_EPOCH) if self.config.clock == "virtual" else time.time
-        self.cmos = self.add(CmosRtc(clock, irq=self.isa.line(8), mem_size=self.config.mem_size,
-                                     host_time=rtc_epoch, floppy_types=types,
-                                     hd_count=len(self.disks.hard_disks())))
-        self.kbd = self.add(I8042(irq1=self.isa.line(1), on_a20=self._set_a20,
-                                  on_reset=self.request_reset))
-        self.port92 = self.add(SystemControlPortA(on_a20=self._set_a20, on_reset=self.request_reset))
-        self.vga = self.add(Vga(mem.view[VIDEO_BASE:VIDEO_END], clock,
-                                invalidate=lambda lo, hi: mem.invalidate(lo, hi)))
-        self.debugcon = self.add(DebugConsole(self.config.debugcon))
-        self.post = self.add(PostCode())
-        self.dma = self.add(Dma8237(mem))
-        self.fdc = self.add(Fdc82077(irq=self.isa.line(6), dma=self.dma, drives=(fda, fdb)))
-        self.network = make_network(self.config.net, self.config.pcap if self.config.net != "none"
-                                    else None)
-        self._watch_pcap(self.network)
-        self.netport = self.network("nic0")
-        if self.netport is not None:
-            self.netport.on_frame = self._on_frame
-        self.nic = self.add(Ne2000(irq=self.isa.line(self.config.nic_irq), port=self.netport,
-                                   mac=self.config.nic_mac,
-                                   base=self.config.nic_base, isa_irq=self.config.nic_irq))
-        self._build_virtio()
-        slots = self.slots
-        self.ide = [self.add(IdeChannel(self.isa.line(14), (slots["hda"], slots["hdb"]), name="ide0")),
-                    self.add(IdeChannel(self.isa.line(15), (slots["hdc"], slots["hdd"]), name="ide1",
-                                        base=0x170, ctrl=0x376))]
+        """The board's slots, in order: each device may use those before it."""
+        for slot in self.board.slots:
+            built = slot.build(self)
+            setattr(self, slot.name, built)
+            if isinstance(built, Device):
+                self.add(built)
 
-    def _build_virtio(self) -> None:
+    def make_network(self, spec: str, pcap: str | None):
+        network = make_network(spec, pcap)
+        self._watch_pcap(network)
+        return network
+
+    def build_virtio(self, line) -> dict[str, VirtioMmio]:
+        """The virtio-mmio slots the configuration fills (``line(irq)`` gives the board's
+        interrupt wire); the console and the balloon are always there."""
         cfg, mem = self.config, self.mem
 
         def slot(name: str, device) -> VirtioMmio:
             base, irq = VIRTIO_SLOTS[name]
-            return self.add(VirtioMmio(device, mem, self.isa.line(irq), base))
-        self.virtio: dict[str, VirtioMmio] = {}
+            self.virtio[name] = self.add(VirtioMmio(device, mem, line(irq), base))
+            return self.virtio[name]
         if cfg.vda is not None:
             self.vdisk = Disk(cfg.vda.path, "hd", cfg.vda.readonly, cfg.vda.snapshot)
             self.disks.extra.append(self.vdisk)
-            self.virtio["blk"] = slot("blk", VirtioBlk(self.vdisk))
-        self.vnet_network = make_network(cfg.virtio_net, cfg.pcap if cfg.net == "none" else None)
-        self._watch_pcap(self.vnet_network)
+            slot("blk", VirtioBlk(self.vdisk))
+        self.vnet_network = self.make_network(cfg.virtio_net, cfg.pcap if cfg.net == "none"
+                                              else None)
         self.vnet_port = self.vnet_network("vnet0")
         if self.vnet_port is not None:
-            self.vnet_port.on_frame = self._on_frame
+            self.vnet_port.on_frame = self.on_frame
             self.vnet = VirtioNet(self.vnet_port, mac=cfg.nic_mac)
-            self.virtio["net"] = slot("net", self.vnet)
+            slot("net", self.vnet)
         self.vconsole = VirtioConsole(sink=cfg.virtio_console)
-        self.virtio["console"] = slot("console", self.vconsole)
+        slot("console", self.vconsole)
         self.balloon = VirtioBalloon(mem)
         if cfg.balloon_target:
             self.balloon.set_target(cfg.balloon_target // PAGE_SIZE)
-        self.virtio["balloon"] = slot("balloon", self.balloon)
+        slot("balloon", self.balloon)
+        for name, device in (cfg.extra_virtio or {}).items():
+            slot(name, device)
+        return self.virtio
+
+    def acpi_poweroff(self) -> None:
+        self.finish(0, "guest powered off (ACPI S5)")
 
     def _watch_pcap(self, network) -> None:
         if network.pcap is not None:
@@ -268,7 +285,11 @@ class Machine:
 
     def _load_firmware(self) -> None:
         from hv.firmware import firmware_for
-        self.firmware = firmware_for("direct" if self.config.kernel else self.config.bios)
+        cfg = self.config
+        if not cfg.kernel and not self.board.bios:
+            raise ValueError(f"the {self.board.name} board has no BIOS: boot a kernel "
+                             "directly (--kernel)")
+        self.firmware = firmware_for(cfg)
         self.firmware.install(self)
 
     def _bind_fast_devices(self) -> None:
@@ -323,14 +344,14 @@ class Machine:
         if fast is not None:
             fast.set_deadline(None if deadline is None else self.clock.host_time(deadline))
 
-    def _on_frame(self) -> None:
+    def on_frame(self) -> None:
         # A frame is queued for the NIC: may run in another machine's thread.
         vcpu = getattr(self, "vcpu", None)
         if vcpu is not None:
             vcpu.kick()
         self._wake.set()
 
-    def _set_a20(self, enabled: bool) -> None:
+    def set_a20(self, enabled: bool) -> None:
         # Two gates drive one A20 line (the 8042 output port, port 0x92): the last
         # change wins, as in QEMU, the reference the conformance tests compare with.
         vcpu = getattr(self, "vcpu", None)
@@ -341,7 +362,7 @@ class Machine:
         self._reset_requested = True
         self.stop_requested = True
 
-    def _serial_out(self, data: bytes) -> None:
+    def serial_out(self, data: bytes) -> None:
         if self.config.serial is not None:
             self.config.serial(data)
         self.serial_log += data
@@ -357,7 +378,7 @@ class Machine:
             self.uart.write(0, 1, b)
 
     def _housekeeping(self, now: int) -> None:
-        self.clock.at(now + HOUSEKEEPING_NS, self._housekeeping)
+        self._housekeeping_timer = self.clock.at(now + HOUSEKEEPING_NS, self._housekeeping)
 
     # -- the run -------------------------------------------------------------------------
     def finish(self, code: int, reason: str) -> None:
@@ -391,7 +412,7 @@ class Machine:
         return self.serial_log.decode("latin-1")
 
     def screen_text(self) -> str:
-        if self.vga.is_graphics():
+        if self.vga is None or self.vga.is_graphics():
             return ""
         return "\n".join(r.rstrip() for r in self.vga.text_rows()).rstrip("\n")
 
@@ -412,7 +433,7 @@ class Machine:
                 self.finish(0, f"matched --until {self._until.pattern!r} on screen")
 
     def _feed_input(self) -> None:
-        if not self._input:
+        if not self._input or self.kbd is None:
             return
         kbd, mem = self.kbd, self.mem
         # Keys typed before anyone listens are lost on a real PC; wait until the
@@ -454,12 +475,12 @@ class Machine:
         virtual clock idle time costs nothing: it jumps to the next deadline."""
         d = self.clock.next_deadline()
         if self.config.clock == "virtual":
-            if d is not None and not self.imcr.has_interrupt():
+            if d is not None and not self.intr.has_interrupt():
                 self.vcpu.fast.skip(max(0, d - self.clock.now()))
             self._wake.clear()
             return
         wait = HOUSEKEEPING_NS / 1e9 if d is None else max(0.0, (d - self.clock.now()) / 1e9)
-        if wait > 0 and not self.imcr.has_interrupt() and not self._frames_waiting():
+        if wait > 0 and not self.intr.has_interrupt() and not self._frames_waiting():
             self._wake.wait(wait)
         self._wake.clear()
 
@@ -496,5 +517,6 @@ class Machine:
     def close(self) -> None:
         self.vcpu.close()
         self.disks.close()
-        self.network.close()
-        self.vnet_network.close()
+        for network in (self.network, self.vnet_network):
+            if network is not None:
+                network.close()

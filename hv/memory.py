@@ -58,10 +58,19 @@ def parse_size(text: str) -> int:
 
 
 class GuestMemory:
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, backing: tuple[str, int] | None = None) -> None:
+        """``backing``: (file, offset) of a RAM image to map copy-on-write (a snapshot):
+        pages are read from the file on first touch and copied only when written, so
+        many machines restored from one snapshot share its untouched pages."""
         self.size = size                              # RAM the guest is told about
         self.span = max(size, HIGH_BASE)              # bytes backed by the buffer
-        self.buffer = mmap.mmap(-1, self.span)
+        if backing is None:
+            self.buffer = mmap.mmap(-1, self.span)
+        else:
+            path, offset = backing
+            with open(path, "rb") as f:
+                self.buffer = mmap.mmap(f.fileno(), self.span, flags=mmap.MAP_PRIVATE,
+                                        prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=offset)
         self.view = memoryview(self.buffer)
         # Set by the vCPU: drop translated code for [lo, hi).
         self.invalidate: Callable[[int, int], None] = lambda lo, hi: None
@@ -88,7 +97,8 @@ class GuestMemory:
         """Place a ROM image (guest writes to ROM are ignored by the vCPU)."""
         if addr < ROM_BASE or addr + len(image) > ROM_END:
             raise GuestMemoryError(f"ROM at {addr:#x}+{len(image):#x} outside 0xC0000-0xFFFFF")
-        self.write(addr, image)
+        if self.view[addr:addr + len(image)] != image:   # already there (a restored snapshot)
+            self.write(addr, image)
 
     def u8(self, addr: int) -> int:
         self.check(addr, 1)

@@ -583,7 +583,7 @@ class Vcpu:
     def inject_external(self) -> bool:
         """Deliver the interrupt INTR presents (8259 or local APIC, as the IMCR routes
         them) if the CPU can take it now."""
-        pic = self.machine.imcr
+        pic = self.machine.intr
         if not pic.has_interrupt() or not self.interrupts_enabled():
             return False
         if self.in_irq_shadow():
@@ -634,7 +634,7 @@ class Vcpu:
             except GuestFault as e:
                 m.fail(f"{e} at {self.where()}")
                 break
-            fast.irq_pending = 1 if m.imcr.has_interrupt() else 0
+            fast.irq_pending = 1 if m.intr.has_interrupt() else 0
             if self.halted:
                 if not self.interrupts_enabled():
                     m.halt_with_interrupts_disabled(self.where())

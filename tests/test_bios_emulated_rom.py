@@ -9,10 +9,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hv.guests import IMAGES_DIR
 from hv.devices.bios_emulated import ROM_SIZE, rom_path
 from hv.devices.bios_emulated.build import build
+from hv.machine import DriveSpec, Machine, MachineConfig
+from tests.conftest import disk_copy, needs_binutils
+from tests.guest_run import expect_finished
 
 BIOSCHECK = IMAGES_DIR / "bioscheck.img"
 needs_qemu = pytest.mark.skipif(shutil.which("qemu-system-i386") is None,
@@ -234,9 +239,6 @@ def test_transfers_around_a_64k_dma_page_work_under_qemu(drive, tmp_path):
 
 # ---- on hv's machine --------------------------------------------------------------
 
-machine = pytest.importorskip("hv.machine")
-from tests.conftest import needs_binutils  # noqa: E402
-
 HALT_HERE = "cli\nhlt\n"
 
 
@@ -337,11 +339,10 @@ def test_successful_boot_prints_nothing_on_com1(boot):
 
 
 def run_guest(tmp_path, bios="emulated", **drives):
-    from hv.machine import DriveSpec, Machine, MachineConfig
     cfg = MachineConfig(bios=bios, timeout=60, **{k: DriveSpec(str(v)) for k, v in drives.items()})
     m = Machine(cfg)
     try:
-        result = m.run()
+        result = expect_finished(m, m.run())
         return result, m.serial_text()
     finally:
         m.close()
@@ -358,13 +359,105 @@ def test_transfers_around_a_64k_dma_page_work_on_hv(tmp_path, slot):
     assert serial == "DMA OK\r\n"
 
 
+# A boot floppy whose program uses INT 13h on a 300-cylinder hard disk, where the
+# cylinder needs CL bits 6-7, then reads a floppy sector into F000:0000 (the ROM).
+BIG_CYLS, BIG_HEADS, BIG_SPT = 300, 16, 63
+CHS_GUEST = """
+    xor %ax, %ax
+    mov %ax, %ds
+    mov %ax, %es
+    mov %ax, %ss
+    mov $0x7c00, %sp
+    mov $0x0201, %ax            # read C256 H0 S1: CH=00h, CL=40h|1
+    mov $0x0041, %cx
+    mov $0x0080, %dx
+    mov $0x1000, %bx
+    int $0x13
+    mov %ax, 0x600
+    pushf
+    pop 0x602
+    mov $0x0201, %ax            # read C299 H15 S63: CH=2Bh, CL=40h|3Fh
+    mov $0x2b7f, %cx
+    mov $0x0f80, %dx
+    mov $0x1200, %bx
+    int $0x13
+    mov %ax, 0x604
+    pushf
+    pop 0x606
+    mov $0x1400, %di            # write C257 H7 S33 (CH=01h, CL=40h|21h) from A5A5...
+    mov $0xa5a5, %ax
+    mov $256, %cx
+    cld
+    rep stosw
+    mov $0x0301, %ax
+    mov $0x0161, %cx
+    mov $0x0780, %dx
+    mov $0x1400, %bx
+    int $0x13
+    mov %ax, 0x608
+    pushf
+    pop 0x60a
+    mov $0x08, %ah              # the geometry, cylinder bits 8-9 in CL bits 6-7
+    mov $0x80, %dl
+    int $0x13
+    mov %cx, 0x60c
+    mov %dx, 0x60e
+    mov $0xf000, %ax            # the floppy's boot sector into the BIOS ROM
+    mov %ax, %es
+    xor %bx, %bx
+    mov $0x0201, %ax
+    mov $0x0001, %cx
+    xor %dx, %dx
+    int $0x13
+    cli
+    hlt
+"""
+
+
+def big_marker(c: int, h: int, s: int) -> bytes:
+    return (bytes([c & 0xFF, c >> 8, h, s]) * 128)
+
+
+@needs_binutils
+@pytest.mark.parametrize("bios", ["emulated", "synthetic"])
+def test_chs_reads_and_writes_past_cylinder_255_reach_the_right_sectors_and_the_rom_stays(
+        boot, tmp_path, bios):
+    lba = lambda c, h, s: (c * BIG_HEADS + h) * BIG_SPT + s - 1
+    disk = tmp_path / "big.img"
+    with open(disk, "wb") as f:                   # sparse: only the marked sectors exist
+        f.truncate(BIG_CYLS * BIG_HEADS * BIG_SPT * 512)
+        for c, h, s in ((256, 0, 1), (299, 15, 63), (257, 7, 32), (257, 7, 34)):
+            f.seek(lba(c, h, s) * 512)
+            f.write(big_marker(c, h, s))
+    rom_start = (rom() if bios == "emulated" else synthetic_rom())[:512]
+    m = boot(CHS_GUEST, bios=bios, hda=DriveSpec(str(disk)))
+    mem = m.mem
+    assert (mem.u16(0x600), mem.u16(0x602) & 1) == (0x0001, 0)      # AH=0, AL=1, CF clear
+    assert mem.read(0x1000, 512) == big_marker(256, 0, 1)
+    assert (mem.u16(0x604), mem.u16(0x606) & 1) == (0x0001, 0)
+    assert mem.read(0x1200, 512) == big_marker(299, 15, 63)
+    assert (mem.u16(0x608), mem.u16(0x60A) & 1) == (0x0001, 0)
+    cx, dx = mem.u16(0x60C), mem.u16(0x60E)
+    # The last cylinder: SeaBIOS (and the emulated BIOS) keep one back for hard disks.
+    last = BIG_CYLS - 2 if bios == "emulated" else BIG_CYLS - 1
+    assert (cx >> 8 | (cx & 0xC0) << 2, cx & 0x3F, dx >> 8) == (last, BIG_SPT, BIG_HEADS - 1)
+    data = disk.read_bytes()
+    assert data[lba(257, 7, 33) * 512:lba(257, 7, 34) * 512] == b"\xa5" * 512
+    assert data[lba(257, 7, 32) * 512:lba(257, 7, 33) * 512] == big_marker(257, 7, 32)
+    assert data[lba(257, 7, 34) * 512:lba(257, 7, 35) * 512] == big_marker(257, 7, 34)
+    assert mem.read(0xF0000, 512) == rom_start      # the boot sector did not land in ROM
+
+
+def synthetic_rom() -> bytes:
+    from hv.devices.bios_synthetic import rom_path as synthetic_rom_path
+    return synthetic_rom_path().read_bytes()
+
+
 def test_with_no_disks_it_reports_no_bootable_device_and_stops(tmp_path):
     result, serial = run_guest(tmp_path)
     assert serial == "No bootable device.\r\n"
     assert result.exit_code != 0
 
-
-from tests.conftest import disk_copy  # noqa: E402
 
 @pytest.mark.skipif(not BIOSCHECK.exists(), reason="bioscheck image not built")
 @pytest.mark.parametrize("drive", ["fda", "hda"])
@@ -376,9 +469,6 @@ def test_bioscheck_passes_every_check(tmp_path, drive):
 
 
 # ---- hostile register values -------------------------------------------------------
-
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 # The guest loads AX, BX, CX, DX, SI, DI, BP from the 14 bytes at PARAMS, calls the
 # interrupt whose number is patched in at INT_NUMBER, then marks 0x500 and halts.
@@ -431,8 +521,8 @@ def returns(intno, ax):
 @needs_binutils
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(intno=st.sampled_from([0x10, 0x11, 0x12, 0x13, 0x15, 0x16, 0x1A]), regs=words(7))
-def test_any_register_values_return_from_the_bios(tmp_path, fuzz_image, intno, regs):
-    from hv.machine import DriveSpec, Machine, MachineConfig
+def test_any_register_values_return_from_the_bios_and_leave_the_rom_unchanged(tmp_path, fuzz_image,
+                                                                              intno, regs):
     if not returns(intno, regs[0]):
         return
     code, int_at, params_at = fuzz_image
@@ -444,7 +534,11 @@ def test_any_register_values_return_from_the_bios(tmp_path, fuzz_image, intno, r
     img.write_bytes(bytes(code) + bytes(512 * 17))
     m = Machine(MachineConfig(bios="emulated", timeout=20, fda=DriveSpec(str(img), snapshot=True)))
     try:
-        m.run()
+        # The ROM as installed: the BIOS image, with the MP/ACPI tables in its spare window.
+        installed = m.mem.read(0xF0000, ROM_SIZE)
+        assert installed[:0xA000] == rom()[:0xA000]
+        expect_finished(m, m.run())
         assert m.mem.u16(0x500) == 0x1234
+        assert m.mem.read(0xF0000, ROM_SIZE) == installed
     finally:
         m.close()

@@ -24,10 +24,7 @@ CHECK_LINE = re.compile(r"(PASS|FAIL) ([a-z0-9-]+)")
 # Checks hv cannot pass yet, and what each one needs. The lead removes entries as the
 # features land; test_hv_prints_the_golden_output stays an expected failure until the
 # set is empty.
-HV_MISSING = {
-    "mp-table": "an MP floating pointer and configuration table in the BIOS area",
-    "acpi-madt": "ACPI RSDP, RSDT and MADT",
-}
+HV_MISSING: dict[str, str] = {}      # checks hv does not pass yet: none
 
 DISPATCHERS = [
     "python",
@@ -110,8 +107,6 @@ def test_hv_reports_the_triple_fault_and_ends_the_run(hv_run, bios, dispatch):
     assert result.exit_code == 1 and "triple fault" in result.reason, result
 
 
-@pytest.mark.xfail(bool(HV_MISSING), strict=False,
-                   reason="hv lacks: " + "; ".join(sorted(set(HV_MISSING.values()))))
 @pytest.mark.parametrize("dispatch", DISPATCHERS)
 @pytest.mark.parametrize("bios", BIOS_STYLES)
 def test_hv_prints_the_golden_output(hv_run, bios, dispatch):

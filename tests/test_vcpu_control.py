@@ -200,8 +200,9 @@ def test_a_kick_the_watchdog_had_to_resend_is_logged_and_counted_by_the_loop(tmp
     try:
         result = m.run()
         assert result.exit_code == 124
-        assert m.stats.counts[("watchdog", "missed deadline")] == 3
-        assert len([w for w in warnings if "watchdog" in w]) == 1
+        # (A loaded host can add real ones: the watchdog counts any kick left unanswered.)
+        assert m.stats.counts[("watchdog", "missed deadline")] >= 3
+        assert any("watchdog" in w for w in warnings)
     finally:
         m.close()
 

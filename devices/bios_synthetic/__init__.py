@@ -44,7 +44,9 @@ class SyntheticBios:
 
     def install(self, machine: "Machine") -> None:
         from hv.devices.bios_synthetic import boot, disk, keyboard, post, system, video
+        from hv.firmware_tables import install_tables
         machine.mem.load_rom(ROM_BASE, rom_path().read_bytes())
+        install_tables(machine.mem)          # MP and ACPI tables in the ROM's spare window
         self.machine = machine
         self.state: dict[str, object] = {}
         services: dict[int, Service] = {}

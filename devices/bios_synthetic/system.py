@@ -4,6 +4,7 @@ from __future__ import annotations
 import struct
 
 from hv.devices import bios_common as B
+from hv.devices.base import write_ram
 from hv.hypercall import BLOCK, HypercallContext
 from hv.memory import GuestMemoryError
 
@@ -206,7 +207,7 @@ def set_a20(m, enabled: bool) -> None:
     m.kbd.output_port = (out | PORT92_A20) if enabled else (out & ~PORT92_A20 & 0xFF)
     p92 = m.ports.host_read(PORT92, 1) & ~0x01              # never pulse the fast reset
     m.ports.host_write(PORT92, 1, (p92 | PORT92_A20) if enabled else (p92 & ~PORT92_A20))
-    m._set_a20(enabled)
+    m.set_a20(enabled)
 
 
 def a20_state(m) -> bool:
@@ -267,7 +268,7 @@ def sys_87(ctx):
     count = r.cx * 2
     try:
         src, dst = base(0x10), base(0x18)
-        mem.write(dst, mem.read(src, count))
+        write_ram(mem, dst, mem.read(src, count))   # a move into ROM leaves the ROM as it was
     except GuestMemoryError:
         r.ah = 0x02            # exception interrupt: what a faulting move reports
         ctx.set_cf(True)
@@ -316,7 +317,7 @@ def _e820(ctx):
         return
     base, length, kind = entries[index]
     try:
-        mem.write((r.es << 4) + r.di, struct.pack("<QQI", base, length, kind))
+        write_ram(mem, (r.es << 4) + r.di, struct.pack("<QQI", base, length, kind))
     except GuestMemoryError:
         _fail(ctx)
         return
