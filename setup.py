@@ -54,6 +54,7 @@ def fastpath_extension() -> list:
 setup(
     package_dir=PACKAGE_DIRS,
     packages=packages(),
-    package_data={"": DATA},
+    # Linux programs for process containers are static ELF files without an extension.
+    package_data={"": DATA, "hv.guests.images.linux": ["*"]},
     ext_modules=fastpath_extension(),
 )

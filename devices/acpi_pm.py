@@ -32,6 +32,7 @@ from collections import deque
 from typing import Callable
 
 from hv.clock import NS_PER_S, Clock, Timer
+from hv.devices import state as st
 from hv.devices.base import Device, IrqLine, NullIrq, PortRange
 
 PM_TIMER_HZ = 3_579_545                     # ACPI: the PM timer runs at 3.579545 MHz
@@ -138,6 +139,30 @@ class AcpiPm(Device):
     def _on_timer_carry(self, now: int) -> None:
         self._timer = None
         self._update_sci()
+
+    # -- snapshots -------------------------------------------------------------------------
+    def state(self) -> dict:
+        """PM1_EN, PM1_CNT, the tick TMR_STS counts from (the timer itself is virtual
+        time), the carry timer's deadline, the sleep requests ignored, the SCI's level."""
+        return st.versioned(pm1_en=self.pm1_en, pm1_cnt=self.pm1_cnt,
+                            tmr_sts_from=self._tmr_sts_from, timer=st.deadline(self._timer),
+                            ignored_sleeps=list(self.ignored_sleeps),
+                            sci=st.line_level(self.sci))
+
+    def load_state(self, state: dict) -> None:
+        who = self.name
+        st.check_version(state, who)
+        en = st.integer(state, "pm1_en", who, 0, PM1_EN_WRITABLE)
+        cnt = st.integer(state, "pm1_cnt", who, 0, PM1_CNT_STORED)
+        since = st.integer(state, "tmr_sts_from", who, -(1 << 62), 1 << 62)
+        ignored = st.int_list(state, "ignored_sleeps", who, None, 0, 7, IGNORED_SLEEPS_KEPT)
+        sci = st.flag(state, "sci", who)
+        if self._timer is not None:
+            self._timer.cancel()
+        self.pm1_en, self.pm1_cnt, self._tmr_sts_from = en, cnt, since
+        self.ignored_sleeps = deque(ignored, maxlen=IGNORED_SLEEPS_KEPT)
+        self._timer = st.rearm(self.clock, state, "timer", self._on_timer_carry, who)
+        st.restore_level(self.sci, sci)
 
     # -- register access -------------------------------------------------------------------
     def _read_register(self, reg: int) -> int:

@@ -38,6 +38,7 @@ from enum import IntEnum
 from typing import Callable
 
 from hv.clock import Clock, Timer
+from hv.devices import state as st
 from hv.devices.base import Device
 
 APIC_DEFAULT_BASE = 0xFEE00000
@@ -259,6 +260,55 @@ class LocalApic(Device):
     @property
     def software_enabled(self) -> bool:
         return bool(self.svr & SVR_ENABLE)
+
+    # ---- snapshots -----------------------------------------------------------------
+
+    _U32 = ("id", "tpr", "ldr", "dfr", "svr", "esr", "_esr_pending", "icr_low", "icr_high",
+            "timer_initial", "divide_config")
+    _U256 = ("irr", "isr", "tmr")
+    _COUNTS = ("spurious_count", "nmi_count", "timer_interrupts", "lost_timer_ticks")
+
+    def state(self) -> dict:
+        """Every register (IRR/ISR/TMR as 256-bit numbers), IA32_APIC_BASE, the LINT pin
+        levels, ESR's pending errors, the timer's start, divisor and next deadline."""
+        out = {name: getattr(self, name) for name in self._U32 + self._U256 + self._COUNTS}
+        return st.versioned(
+            **out, base_msr=self.base_msr, requested_base=self.requested_base,
+            lvt=list(self.lvt), lint_pins=list(self._lint_pins),
+            error_armed=self._error_armed, timer_start=self._timer_start,
+            timer_armed=self._timer_armed, extint_message=self._extint_message,
+            timer_deadline=self._timer_deadline,
+            timer=st.deadline(self._timer))
+
+    def load_state(self, state: dict) -> None:
+        """Restore the registers and re-arm the timer at its saved deadline; INTR is
+        announced as a level (``on_change``), no interrupt is accepted or sent."""
+        who = self.name
+        st.check_version(state, who)
+        u32 = {n: st.integer(state, n, who, 0, 0xFFFFFFFF) for n in self._U32}
+        u256 = {n: st.integer(state, n, who, 0, (1 << 256) - 1) for n in self._U256}
+        counts = {n: st.integer(state, n, who) for n in self._COUNTS}
+        lvt = st.int_list(state, "lvt", who, LVT_COUNT, 0, 0xFFFFFFFF)
+        pins = st.field(state, "lint_pins", who)
+        if not isinstance(pins, list) or len(pins) != 2 or any(type(v) is not bool for v in pins):
+            raise ValueError(f"{who}: saved lint_pins are not two levels")
+        base_msr = st.integer(state, "base_msr", who)
+        requested = st.optional_integer(state, "requested_base", who)
+        i64 = (-(1 << 63), (1 << 63) - 1)
+        timer_start = st.integer(state, "timer_start", who, *i64)
+        timer_deadline = st.integer(state, "timer_deadline", who, *i64)
+        flags = {n: st.flag(state, n, who) for n in ("error_armed", "timer_armed",
+                                                    "extint_message")}
+        self._cancel_timer()
+        for name, value in {**u32, **u256, **counts}.items():
+            setattr(self, name, value)
+        self.lvt, self._lint_pins = lvt, list(pins)
+        self.base_msr, self.requested_base = base_msr, requested
+        self._timer_start, self._timer_deadline = timer_start, timer_deadline
+        self._error_armed, self._timer_armed = flags["error_armed"], flags["timer_armed"]
+        self._extint_message = flags["extint_message"]
+        self._timer = st.rearm(self.clock, state, "timer", self._timer_fire, who)
+        self._update()
 
     # ---- IA32_APIC_BASE ------------------------------------------------------------
 

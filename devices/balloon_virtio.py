@@ -32,11 +32,12 @@ from __future__ import annotations
 import logging
 import mmap
 import struct
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Callable
 
+from hv.devices import state as st
 from hv.virtio import VIRTIO_ID_BALLOON, Chain, VirtioDevice, Virtqueue
-from hv.virtio.queue import ram_ranges
+from hv.virtio.queue import VirtqueueError, check_ram, ram_ranges
 
 if TYPE_CHECKING:
     from hv.memory import GuestMemory
@@ -186,6 +187,60 @@ class VirtioBalloon(VirtioDevice):
             self.signal_used(q)
             done = True
         return done
+
+    # ---- snapshots -------------------------------------------------------------------
+
+    def state(self) -> dict:
+        """The pages in the balloon (their RAM is zero: saved as holes), the latest
+        statistics, the stats buffer the device holds (as the chain it was popped as),
+        and the counters. Target and actual are config space, saved by the transport."""
+        chain = self._stats_chain
+        held = None if chain is None else {
+            "head": chain.head, "readable": [list(b) for b in chain.readable],
+            "writable": [list(b) for b in chain.writable], "written": chain.written,
+            "indirect": chain.indirect}
+        return st.versioned(ballooned=sorted(self.ballooned), stats=dict(self.stats),
+                            stats_chain=held, counters=asdict(self.counters))
+
+    def load_state(self, state: dict) -> None:
+        who = "virtio-balloon"
+        st.check_version(state, who)
+        pages = self.mem.size >> VIRTIO_BALLOON_PFN_SHIFT
+        ballooned = st.int_list(state, "ballooned", who, None, 0, max(pages - 1, 0), pages)
+        stats = st.field(state, "stats", who)
+        if not isinstance(stats, dict) or len(stats) > MAX_STATS or any(
+                not isinstance(k, str) or type(v) is not int for k, v in stats.items()):
+            raise ValueError(f"{who}: saved stats are not named values")
+        saved = st.field(state, "counters", who)
+        names = [f.name for f in fields(BalloonCounters)]
+        if not isinstance(saved, dict) or set(saved) != set(names):
+            raise ValueError(f"{who}: saved counters are not the device's")
+        counters = BalloonCounters(**{n: st.integer(saved, n, who) for n in names})
+        held = st.field(state, "stats_chain", who)
+        chain = None
+        if held is not None:
+            if not isinstance(held, dict):
+                raise ValueError(f"{who}: saved stats_chain is not a chain")
+            bufs = {}
+            for key in ("readable", "writable"):
+                runs = held.get(key)
+                if not isinstance(runs, list) or len(runs) > 0x10000 or any(
+                        not isinstance(b, list) or len(b) != 2 or
+                        any(type(v) is not int or v < 0 for v in b) for b in runs):
+                    raise ValueError(f"{who}: saved stats_chain {key} is not buffers")
+                try:
+                    for addr, n in runs:
+                        check_ram(self.mem, addr, n, "stats buffer")
+                except VirtqueueError as e:
+                    raise ValueError(f"{who}: {e.reason}") from None
+                bufs[key] = [(a, n) for a, n in runs]
+            chain = Chain(self.mem, st.integer(held, "head", who, 0, 0xFFFF), bufs["readable"],
+                          bufs["writable"], st.flag(held, "indirect", who))
+            chain.written = st.integer(held, "written", who, 0, 0xFFFFFFFF)
+        self.ballooned = set(ballooned)
+        self.stats = dict(stats)
+        self.counters = counters
+        self._stats_chain = chain
 
     # ---- config ---------------------------------------------------------------------
 

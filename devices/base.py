@@ -13,7 +13,12 @@ with direct calls and a fake line (see ``tests/devices/harness.py``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
+
+from hv.memory import ROM_BASE, ROM_END
+
+if TYPE_CHECKING:
+    from hv.memory import GuestMemory
 
 
 class IrqLine(Protocol):
@@ -151,3 +156,21 @@ class SharedStateDevice(Device):
 
 
 Sink = Callable[[bytes], None]
+
+
+def write_ram(mem: "GuestMemory", addr: int, data: bytes) -> None:
+    """Store ``data`` at guest address ``addr`` the way a bus master (the 8237, a
+    firmware service) does on the PC: bytes aimed at the ROM window 0xC0000-0xFFFFF are
+    dropped, since a ROM does not change when written (the vCPU drops the CPU's own
+    writes there too), so nothing a guest does can alter the firmware a reset reruns.
+    The whole range must lie in guest memory (GuestMemoryError otherwise), as for
+    ``GuestMemory.write``."""
+    end = addr + len(data)
+    mem.check(addr, len(data))
+    if end <= ROM_BASE or addr >= ROM_END:
+        mem.write(addr, data)
+        return
+    if addr < ROM_BASE:
+        mem.write(addr, data[:ROM_BASE - addr])
+    if end > ROM_END:
+        mem.write(ROM_END, data[ROM_END - addr:])

@@ -24,6 +24,7 @@ import time
 from enum import IntEnum, IntFlag
 from typing import Callable
 
+from hv.devices import state as st
 from hv.devices.base import Device, IrqLine, NullIrq, PortRange
 from hv.clock import NS_PER_S, Clock, Timer
 
@@ -421,6 +422,39 @@ class CmosRtc(Device):
                 self.index = byte & 0x7F
             elif off == self.DATA:
                 self._write_reg(self.index, byte)
+
+    # --- snapshots ---------------------------------------------------------
+
+    def state(self) -> dict:
+        """The index and NMI mask, CMOS RAM, registers A-C, the time as its offset from
+        virtual time (or the value frozen by SET), the last virtual time flags were
+        computed for, the update/periodic timer's deadline and IRQ 8's level."""
+        return st.versioned(index=self.index, nmi_disabled=self.nmi_disabled,
+                            ram=bytes(self.ram), base=self._base, frozen=self._frozen,
+                            dow_delta=self._dow_delta, a=int(self._a), b=int(self._b), c=int(self._c),
+                            synced=self._synced, timer=st.deadline(self._timer),
+                            irq=st.line_level(self._line))
+
+    def load_state(self, state: dict) -> None:
+        who = self.name
+        st.check_version(state, who)
+        i64 = (-(1 << 62), 1 << 62)
+        index = st.integer(state, "index", who, 0, 0x7F)
+        nmi = st.flag(state, "nmi_disabled", who)
+        ram = st.blob(state, "ram", who, CMOS_SIZE)
+        base = st.integer(state, "base", who, *i64)
+        frozen = st.optional_integer(state, "frozen", who, *i64)
+        dow = st.integer(state, "dow_delta", who, 0, 6)
+        regs = {n: st.integer(state, n, who, 0, 0xFF) for n in ("a", "b", "c")}
+        synced = st.integer(state, "synced", who, *i64)
+        irq = st.flag(state, "irq", who)
+        if self._timer is not None:
+            self._timer.cancel()
+        self.index, self.nmi_disabled, self.ram[:] = index, nmi, ram
+        self._base, self._frozen, self._dow_delta, self._synced = base, frozen, dow, synced
+        self._a, self._b, self._c = regs["a"], regs["b"], regs["c"]
+        self._timer = st.rearm(self._clock, state, "timer", self._on_timer, who)
+        st.restore_level(self._line, irq)
 
     def reset(self) -> None:
         """What the chip's RESET pin does: interrupt enables and flags clear.

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import deque
 from enum import IntEnum, IntFlag
 
+from hv.devices import state as st
 from hv.devices.base import Device, NullIrq, PortRange, Sink
 from hv.clock import NS_PER_S, Clock, Timer
 
@@ -327,6 +328,53 @@ class Uart16550(Device):
             fast.tx_enabled = quiet_tx
         quiet_lsr = not self.rx and not self.lsr_errors
         fast.set_shadow(self._lsr_shadow, self._lsr() if quiet_lsr else None)
+
+    # ---- snapshots ---------------------------------------------------------
+
+    def state(self) -> dict:
+        """Registers, the divisor latch, the receive FIFO with each character's error
+        bits, pending error/THRE/modem-delta state, the character-timeout window and its
+        timer, and the interrupt wire's level. Bytes C buffered from THR are written to
+        the sink first: the guest sent them before the snapshot."""
+        if self._fast is not None:
+            self._fast.flush_tx()
+        return st.versioned(
+            divisor=self.divisor, modem_inputs=int(self.modem_inputs), ier=int(self.ier),
+            lcr=self.lcr, mcr=int(self.mcr), fcr=int(self.fcr), scr=self.scr,
+            rx=[[b, int(f)] for b, f in self.rx], lsr_errors=int(self.lsr_errors),
+            thre_pending=self.thre_pending, msr_deltas=int(self.msr_deltas),
+            last_rx_activity=self._last_rx_activity,
+            timer=st.deadline(self._timer), irq=st.line_level(self.irq_line))
+
+    def load_state(self, state: dict) -> None:
+        who = self.name
+        st.check_version(state, who)
+        regs = {n: st.integer(state, n, who, 0, 0xFF)
+                for n in ("modem_inputs", "ier", "lcr", "mcr", "fcr", "scr", "lsr_errors",
+                          "msr_deltas")}
+        divisor = st.integer(state, "divisor", who, 0, 0xFFFF)
+        rx = st.field(state, "rx", who)
+        if not isinstance(rx, list) or len(rx) > FIFO_SIZE or any(
+                not isinstance(e, list) or len(e) != 2 or
+                any(type(v) is not int or not 0 <= v <= 0xFF for v in e) for e in rx):
+            raise ValueError(f"{who}: saved rx is not a FIFO of (byte, flags)")
+        thre = st.flag(state, "thre_pending", who)
+        activity = st.integer(state, "last_rx_activity", who, -(1 << 63), (1 << 63) - 1)
+        irq = st.flag(state, "irq", who)
+        if self._fast is not None:
+            self._fast.flush_tx()               # the pre-restore run's output, in order
+        if self._timer is not None:
+            self._timer.cancel()
+        for name, value in regs.items():
+            setattr(self, name, value)
+        self.ier &= IER_MASK
+        self.mcr &= MCR_MASK
+        self.divisor, self.thre_pending, self._last_rx_activity = divisor, thre, activity
+        self.rx = deque((b, f) for b, f in rx)
+        self._timer = st.rearm(self.clock, state, "timer", self._timeout, who)
+        st.restore_level(self.irq_line, irq)
+        if self._fast is not None:
+            self._sync_fast()
 
     # ---- register access ---------------------------------------------------
 

@@ -3,7 +3,8 @@
 Queues: receiveq0 (0) carries host input to the guest in buffers the driver
 posts (device-writable only); transmitq0 (1) carries guest output (device-readable
 only). A chain with the wrong kind of buffer for its queue is a ring violation
-(``VirtqueueError`` -> DEVICE_NEEDS_RESET).
+(``VirtqueueError`` -> DEVICE_NEEDS_RESET), and so is a transmit chain longer than
+``TX_CHAIN_MAX``: the host never copies more than that out of one chain.
 
 Host input (``receive``) is appended to a bounded buffer and copied into posted
 receive buffers, in order, as many as it fills; what does not fit waits for the
@@ -24,6 +25,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING, Callable
 
+from hv.devices import state as st
 from hv.virtio import VIRTIO_ID_CONSOLE, VirtioDevice
 
 if TYPE_CHECKING:
@@ -42,6 +44,9 @@ CONFIG = struct.Struct("<HHII")
 CFG_COLS, CFG_ROWS, CFG_MAX_NR_PORTS, CFG_EMERG_WR = 0, 2, 4, 8
 
 RX_LIMIT = 64 * 1024               # host input held for the guest before dropping
+# The longest transmit chain taken (Linux sends at most 32 KiB a buffer). A chain may name
+# up to 4 GiB by repeating one RAM range; a longer one is a driver error (NEEDS_RESET).
+TX_CHAIN_MAX = 1 << 20
 
 
 class VirtioConsole(VirtioDevice):
@@ -87,6 +92,27 @@ class VirtioConsole(VirtioDevice):
         if self.transport is not None:
             self.transport.config_changed()
 
+    # ---- snapshots -------------------------------------------------------------------
+
+    def state(self) -> dict:
+        """Host input not yet in a guest buffer, the size shown in config space, and the
+        counters. Output is written to the sink as the guest sends it: nothing is held."""
+        return st.versioned(pending=bytes(self.pending), cols=self.cols, rows=self.rows,
+                            tx_bytes=self.tx_bytes, rx_bytes=self.rx_bytes,
+                            rx_dropped=self.rx_dropped)
+
+    def load_state(self, state: dict) -> None:
+        who = "virtio-console"
+        st.check_version(state, who)
+        pending = st.blob(state, "pending", who, max_length=self.rx_limit)
+        cols = st.integer(state, "cols", who, 0, 0xFFFF)
+        rows = st.integer(state, "rows", who, 0, 0xFFFF)
+        counts = {n: st.integer(state, n, who) for n in ("tx_bytes", "rx_bytes", "rx_dropped")}
+        self.pending = bytearray(pending)
+        self.cols, self.rows = cols, rows
+        for name, value in counts.items():
+            setattr(self, name, value)
+
     # ---- virtio ops -------------------------------------------------------------------
 
     def activate(self, queues: list["Virtqueue"]) -> None:
@@ -111,7 +137,7 @@ class VirtioConsole(VirtioDevice):
 
     def _transmit(self, chain: "Chain") -> int:
         chain.require_read_only()
-        data = chain.read_all()
+        data = chain.read_all(limit=TX_CHAIN_MAX)
         self.tx_bytes += len(data)
         if data and self.sink is not None:
             self.sink(data)
@@ -144,4 +170,4 @@ class VirtioConsole(VirtioDevice):
 
 
 __all__ = ["VirtioConsole", "VIRTIO_CONSOLE_F_SIZE", "VIRTIO_CONSOLE_F_MULTIPORT",
-           "VIRTIO_CONSOLE_F_EMERG_WRITE", "RECEIVEQ0", "TRANSMITQ0", "RX_LIMIT"]
+           "VIRTIO_CONSOLE_F_EMERG_WRITE", "RECEIVEQ0", "TRANSMITQ0", "RX_LIMIT", "TX_CHAIN_MAX"]

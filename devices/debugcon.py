@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 
+from hv.devices import state as st
 from hv.devices.base import Device, PortRange, Sink
 
 DEBUGCON_PORT = 0xE9
@@ -39,6 +40,13 @@ class DebugConsole(Device):
         if offset == 0 and size > 0 and self.sink is not None:
             self.sink(bytes([value & 0xFF]))
 
+    def state(self) -> dict:
+        """Nothing: each byte goes to the host sink at once (the sink is the host's)."""
+        return st.versioned()
+
+    def load_state(self, state: dict) -> None:
+        st.check_version(state, self.name)
+
 
 class PostCode(Device):
     name = "post"
@@ -62,3 +70,14 @@ class PostCode(Device):
         if offset == 0 and size > 0:
             self.last = value & 0xFF
             self.codes.append(self.last)
+
+    def state(self) -> dict:
+        """The code shown and the history behind it."""
+        return st.versioned(last=self.last, codes=bytes(self.codes))
+
+    def load_state(self, state: dict) -> None:
+        st.check_version(state, self.name)
+        last = st.integer(state, "last", self.name, 0, 0xFF)
+        codes = st.blob(state, "codes", self.name, max_length=POST_HISTORY)
+        self.last = last
+        self.codes = deque(codes, maxlen=POST_HISTORY)

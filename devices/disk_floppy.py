@@ -40,10 +40,12 @@ data rate set for drive A's medium. ``bios_initialized=False`` gives the chip.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 from typing import Callable, Sequence
 
+from hv.devices import state as st
 from hv.devices.base import ByteRegisterDevice, IrqLine, NullIrq, PortRange
 from hv.devices.disk_store import SECTOR, Disk, DiskError
 
@@ -279,6 +281,7 @@ class Fdc82077(ByteRegisterDevice):
         self._pio = bytearray()
         self._pio_need = 0
         self._pio_done: Callable[[], None] | None = None
+        self._pio_then: tuple | None = None   # _pio_done as data (snapshots: _resume)
         self._int_result = False
         self._int_sense = False
         self._reset_polls = 0
@@ -586,6 +589,7 @@ class Fdc82077(ByteRegisterDevice):
         self.phase = Phase.EXEC_READ
         self._pio = buf
         self._pio_done = lambda: self._enter_result(result, irq=True)
+        self._pio_then = ("result", result)
         self._raise_result_irq()
 
     def _cmd_write_data(self, p: bytes) -> None:
@@ -604,6 +608,7 @@ class Fdc82077(ByteRegisterDevice):
             return
         self._collect(sectors * SECTOR, lambda data: self._enter_result(
             self._run(x, "write", get=_reader(data)), irq=True))
+        self._pio_then = ("write", x)
 
     def _count_sectors(self, x: _Xfer) -> int:
         n = 0
@@ -651,6 +656,7 @@ class Fdc82077(ByteRegisterDevice):
             return
         if self._non_dma():
             self._collect(sc * 4, lambda ids: self._format(x, ids, True, fill))
+            self._pio_then = ("format", x, fill)
             return
         ids, tc = self._dma_get(sc * 4)
         self._format(x, ids, len(ids) == sc * 4 or tc, fill)
@@ -759,6 +765,112 @@ class Fdc82077(ByteRegisterDevice):
         drives = (v & 0x3C) if v & 0x80 else (self.perp & 0x3C)   # OW: overwrite D3-D0
         self.perp = drives | (v & 0x03)
         self.phase = Phase.COMMAND
+
+    # -- snapshots ------------------------------------------------------------------
+    _BYTES = ("dor", "tdr", "precomp", "srt_hut", "hlt_nd", "config", "pretrk", "perp", "eot_reg")
+    _XFER = tuple(f.name for f in dataclasses.fields(_Xfer))
+
+    def state(self) -> dict:
+        """Registers, SPECIFY/CONFIGURE/LOCK settings, each drive's head position and
+        changeline, the command phase with the bytes in flight (command, result,
+        non-DMA data and what follows it), pending interrupts and seek results, and the
+        IRQ level. The media are the machine's disks (saved as references)."""
+        then = self._pio_then if self._pio_done is not None else None
+        if then is not None:
+            then = [then[0], bytes(then[1]) if then[0] == "result" else dataclasses.asdict(then[1]),
+                    *then[2:]]
+        return st.versioned(
+            **{n: int(getattr(self, n)) for n in self._BYTES}, drate=int(self.drate),
+            power_down=self.power_down, lock=self.lock,
+            drives=[{"pcn": d.pcn, "head": d.head, "dskchg": d.dskchg, "next_r": d.next_r}
+                    for d in self.drives],
+            phase=int(self.phase), cmd_bytes=bytes(self._cmd_bytes), result=bytes(self._result),
+            pio=bytes(self._pio), pio_need=self._pio_need, pio_then=then,
+            int_result=self._int_result, int_sense=self._int_sense,
+            reset_polls=self._reset_polls,
+            seek_done=[[ds, st0, pcn] for ds, (st0, pcn) in sorted(self._seek_done.items())],
+            irq=self._irq_level)
+
+    def load_state(self, state: dict) -> None:
+        who = self.name
+        st.check_version(state, who)
+        values = {n: st.integer(state, n, who, 0, 0xFF) for n in self._BYTES}
+        drate = Drate(st.integer(state, "drate", who, 0, 3))
+        flags = {n: st.flag(state, n, who) for n in ("power_down", "lock", "int_result",
+                                                    "int_sense", "irq")}
+        drives = st.field(state, "drives", who)
+        if not isinstance(drives, list) or len(drives) != 4 or not all(isinstance(d, dict) for d in drives):
+            raise ValueError(f"{who}: saved drives are not four drives")
+        heads = [(st.integer(d, "pcn", who, 0, 0xFF), st.integer(d, "head", who, 0, 1),
+                  st.flag(d, "dskchg", who), st.integer(d, "next_r", who, 0, 0xFF)) for d in drives]
+        phase = Phase(st.integer(state, "phase", who, 0, len(Phase) - 1))
+        cmd_bytes = st.blob(state, "cmd_bytes", who, max_length=9)
+        cmd = decode(cmd_bytes[0]) if cmd_bytes else None
+        if cmd_bytes and (cmd is None or len(cmd_bytes) >= cmd.length):
+            raise ValueError(f"{who}: saved command bytes are not a command in progress")
+        result = st.blob(state, "result", who, max_length=16)
+        pio = st.blob(state, "pio", who, max_length=2 * 36 * SECTOR * 256)
+        pio_need = st.integer(state, "pio_need", who, 0, 2 * 36 * SECTOR * 256)
+        reset_polls = st.integer(state, "reset_polls", who, 0, 4)
+        seeks = st.field(state, "seek_done", who)
+        if not isinstance(seeks, list) or any(
+                not isinstance(e, list) or len(e) != 3 or any(type(v) is not int for v in e)
+                or not 0 <= e[0] <= 3 or not 0 <= e[1] <= 0xFF or not 0 <= e[2] <= 0xFF
+                for e in seeks):
+            raise ValueError(f"{who}: saved seek_done is not a list of (drive, ST0, PCN)")
+        then = self._load_resume(st.field(state, "pio_then", who), phase, who)
+        for name, value in values.items():
+            setattr(self, name, value)
+        self.drate, self.power_down, self.lock = drate, flags["power_down"], flags["lock"]
+        for d, (pcn, head, dskchg, next_r) in zip(self.drives, heads):
+            d.pcn, d.head, d.dskchg, d.next_r = pcn, head, dskchg, next_r
+        self.phase, self._cmd, self._cmd_bytes = phase, cmd, bytearray(cmd_bytes)
+        self._result, self._pio, self._pio_need = bytearray(result), bytearray(pio), pio_need
+        self._pio_then = then
+        self._pio_done = self._resume(then) if then is not None else None
+        self._int_result, self._int_sense = flags["int_result"], flags["int_sense"]
+        self._reset_polls = reset_polls
+        self._seek_done = {ds: (st0, pcn) for ds, st0, pcn in seeks}
+        self._irq_level = flags["irq"]
+        st.restore_level(self.irq_line, self._irq_level)
+
+    def _load_resume(self, then, phase: Phase, who: str) -> tuple | None:
+        """A saved non-DMA continuation, checked: ("result", bytes), ("write", xfer) or
+        ("format", xfer, fill byte); only an execution phase has one."""
+        if then is None:
+            return None
+        if phase not in (Phase.EXEC_READ, Phase.EXEC_WRITE) or not isinstance(then, list) or not then:
+            raise ValueError(f"{who}: saved pio_then outside an execution phase")
+        kind = then[0]
+        if kind == "result" and len(then) == 2 and isinstance(then[1], (bytes, bytearray)) \
+                and len(then[1]) <= 16:
+            return ("result", bytes(then[1]))
+        if kind in ("write", "format") and len(then) == (2 if kind == "write" else 3) \
+                and isinstance(then[1], dict) and set(then[1]) == set(self._XFER):
+            x = then[1]
+            for name in self._XFER:
+                if name in ("mt", "mfm"):
+                    st.flag(x, name, who)
+                else:
+                    st.integer(x, name, who, 0, 0xFF if name != "ds" else 3)
+            xfer = _Xfer(**x)
+            if kind == "write":
+                return ("write", xfer)
+            return ("format", xfer, st.integer({"fill": then[2]}, "fill", who, 0, 0xFF))
+        raise ValueError(f"{who}: saved pio_then is not a continuation")
+
+    def _resume(self, then: tuple) -> Callable[[], None]:
+        """The callable a non-DMA execution phase ends with (the lambdas the commands
+        build), from its description in ``_pio_then``."""
+        if then[0] == "result":
+            result = then[1]
+            return lambda: self._enter_result(result, irq=True)
+        x = then[1]
+        if then[0] == "write":
+            return lambda: self._enter_result(
+                self._run(x, "write", get=_reader(bytes(self._pio))), irq=True)
+        fill = then[2]
+        return lambda: self._format(x, bytes(self._pio), True, fill)
 
     # -- the board ------------------------------------------------------------------
     def insert(self, index: int, disk: Disk | None) -> None:

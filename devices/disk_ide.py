@@ -31,6 +31,7 @@ from __future__ import annotations
 import struct
 from enum import IntEnum, IntFlag
 
+from hv.devices import state as st
 from hv.devices.base import IrqLine, NullIrq, PortRange, SharedStateDevice
 from hv.devices import disk_store
 from hv.devices.disk_store import OUT_OF_RANGE, SECTOR, Disk, DiskError
@@ -293,6 +294,74 @@ class IdeChannel(SharedStateDevice):
             else:
                 self._data_out_done(u)
         self._push()
+
+    # ---- snapshots --------------------------------------------------------------------
+    _UNIT_INTS = (("mult", MAX_MULTIPLE), ("power", 0xFF), ("pio_mode", 7),
+                  ("tr_cyls", MAX_CURRENT_CYLINDERS), ("tr_heads", 16), ("tr_spt", 0xFF),
+                  ("features", 0xFF), ("nsector", 0xFF), ("sector", 0xFF), ("lcyl", 0xFF),
+                  ("hcyl", 0xFF), ("select", 0xFF), ("error", 0xFF), ("status", 0xFF),
+                  ("lba", 1 << 40), ("remaining", 1 << 16), ("block", MAX_MULTIPLE),
+                  ("xfer_sectors", MAX_MULTIPLE))
+    _UNIT_FLAGS = ("write_cache", "look_ahead", "revert_defaults", "tr_valid", "pending", "writing")
+    _WORDS = WORDS_PER_SECTOR * MAX_MULTIPLE
+
+    def state(self) -> dict:
+        """Device control, the selected drive, and per drive its registers, settings,
+        CHS translation, data-phase cursor (taken back from C: the words the guest moved
+        there) and sector buffer; the IRQ level. The images are the machine's disks."""
+        if self._bound:
+            self._pull()
+        units = []
+        for u in self._units:
+            units.append({**{n: getattr(u, n) for n, _ in self._UNIT_INTS},
+                          **{n: getattr(u, n) for n in self._UNIT_FLAGS},
+                          "pos": u.pos, "rd_end": u.rd_end, "wr_end": u.wr_end,
+                          "buf": bytes(u.buf)})
+        out = st.versioned(control=self.control, current=self._units.index(self._cur),
+                           units=units, counts=dict(self._counts),
+                           irq=st.line_level(self.irq_line))
+        if self._bound:
+            self._push()
+        return out
+
+    def load_state(self, state: dict) -> None:
+        """Everything as saved; under the C dispatch the data window reopens where the
+        saved data phase stands (buffers are copied into the C memory already there)."""
+        who = self.name
+        st.check_version(state, who)
+        control = st.integer(state, "control", who, 0, 0xFF)
+        current = st.integer(state, "current", who, 0, 1)
+        saved = st.field(state, "units", who)
+        if not isinstance(saved, list) or len(saved) != 2 or not all(isinstance(u, dict) for u in saved):
+            raise ValueError(f"{who}: saved units are not two drives")
+        units = []
+        for i, s in enumerate(saved):
+            w = f"{who} drive {i}"
+            values = {n: st.integer(s, n, w, 0, hi) for n, hi in self._UNIT_INTS}
+            flags = {n: st.flag(s, n, w) for n in self._UNIT_FLAGS}
+            pos = st.integer(s, "pos", w, 0, self._WORDS)
+            rd_end = st.integer(s, "rd_end", w, 0, self._WORDS)
+            wr_end = st.integer(s, "wr_end", w, 0, self._WORDS)
+            if (rd_end and wr_end) or pos > max(rd_end, wr_end):
+                raise ValueError(f"{w}: saved data phase {pos}/{rd_end}/{wr_end} is not one")
+            units.append((values, flags, pos, rd_end, wr_end, st.blob(s, "buf", w, len(self._units[i].buf))))
+        counts = st.field(state, "counts", who)
+        if not isinstance(counts, dict) or set(counts) != set(self._counts) or \
+                any(type(v) is not int or v < 0 for v in counts.values()):
+            raise ValueError(f"{who}: saved counts are not the channel's counters")
+        irq = st.flag(state, "irq", who)
+        if self._bound:
+            self._pull()
+        for u, (values, flags, pos, rd_end, wr_end, buf) in zip(self._units, units):
+            for name, value in {**values, **flags}.items():
+                setattr(u, name, value)
+            u.pos, u.rd_end, u.wr_end = pos, rd_end, wr_end
+            u.buf[:] = buf                      # in place: C may hold this buffer
+        self.control, self._cur = control, self._units[current]
+        self._counts = dict(counts)
+        st.restore_level(self.irq_line, irq)
+        if self._bound:
+            self._push()
 
     # ---- register access (SharedStateDevice.read/write wrap these) ------------------
     def _read(self, offset: int, size: int) -> int:

@@ -34,6 +34,7 @@ import struct
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from hv.devices import state as st
 from hv.devices.disk_store import SECTOR, DiskError
 from hv.virtio import VIRTIO_ID_BLOCK, VirtioDevice, VirtqueueError
 
@@ -131,6 +132,29 @@ class VirtioBlk(VirtioDevice):
     def notify(self, queue_index: int) -> None:
         if queue_index == 0 and self.queues:
             self.drain(self.queues[0], self._request)
+
+    # ---- snapshots -----------------------------------------------------------------
+
+    def state(self) -> dict:
+        """The request counters: a request completes within its doorbell, so nothing is in
+        flight between two slices. The image is the machine's disk (a reference)."""
+        return st.versioned(requests=sorted(self.requests.items()), disk_calls=self.disk_calls,
+                            bytes_read=self.bytes_read, bytes_written=self.bytes_written,
+                            errors=self.errors)
+
+    def load_state(self, state: dict) -> None:
+        who = "virtio-blk"
+        st.check_version(state, who)
+        requests = st.field(state, "requests", who)
+        if not isinstance(requests, list) or any(
+                not isinstance(e, list) or len(e) != 2 or type(e[0]) is not int
+                or type(e[1]) is not int for e in requests):
+            raise ValueError(f"{who}: saved requests are not (type, count) pairs")
+        counts = {n: st.integer(state, n, who)
+                  for n in ("disk_calls", "bytes_read", "bytes_written", "errors")}
+        self.requests = Counter({t: n for t, n in requests})
+        for name, value in counts.items():
+            setattr(self, name, value)
 
     # ---- one request --------------------------------------------------------------
 

@@ -41,13 +41,16 @@ A channel programmed for the other direction, or for verify, performs the
 8237's pseudo transfer: address and count advance, memory is not touched, a
 device reading gets 0xFF (the undriven bus). Every guest-supplied address goes
 through ``GuestMemory``: the transfer stops at the first unit outside guest
-RAM and reports fewer bytes; nothing outside the buffer is ever touched.
+RAM and reports fewer bytes; nothing outside the buffer is ever touched. Units
+written into the ROM window (0xC0000-0xFFFFF) count as transferred and are
+dropped, as on a real board: DMA never changes the BIOS a reset reruns.
 """
 from __future__ import annotations
 
 from enum import IntEnum, IntFlag
 
-from hv.devices.base import ByteRegisterDevice, PortRange
+from hv.devices import state as st
+from hv.devices.base import ByteRegisterDevice, PortRange, write_ram
 from hv.memory import GuestMemory, GuestMemoryError
 
 # Register numbers inside one controller.
@@ -232,6 +235,47 @@ class Dma8237(ByteRegisterDevice):
             self.dma2.ch[0].mode = ModeSelect.CASCADE
             self.dma2.mask &= ~1
 
+    # -- snapshots ----------------------------------------------------------------------
+    _CONTROLLER = ("command", "status", "request", "temp", "flip_flop", "mask")
+    _CHANNEL = ("base_addr", "base_count", "cur_addr", "cur_count", "mode")
+
+    def state(self) -> dict:
+        """Both controllers' registers (the byte-pointer flip-flop included), every
+        channel's base and current address/count, mode and TC, and the page registers."""
+        def controller(ctl: Controller) -> dict:
+            return {**{n: int(getattr(ctl, n)) for n in self._CONTROLLER},
+                    "channels": [{**{n: int(getattr(c, n)) for n in self._CHANNEL},
+                                  "last_tc": c.last_tc} for c in ctl.ch]}
+        return st.versioned(dma1=controller(self.dma1), dma2=controller(self.dma2),
+                            page=bytes(self.page))
+
+    def load_state(self, state: dict) -> None:
+        who = self.name
+        st.check_version(state, who)
+        saved = []
+        for key in ("dma1", "dma2"):
+            ctl = st.field(state, key, who)
+            if not isinstance(ctl, dict):
+                raise ValueError(f"{who}: saved {key} is not a controller")
+            regs = {n: st.integer(ctl, n, f"{who} {key}", 0, 0xFF) for n in self._CONTROLLER}
+            chans = st.field(ctl, "channels", who)
+            if not isinstance(chans, list) or len(chans) != 4 or \
+                    not all(isinstance(c, dict) for c in chans):
+                raise ValueError(f"{who}: saved {key} channels are not four channels")
+            channels = [({n: st.integer(c, n, f"{who} {key}", 0, 0xFFFF) for n in self._CHANNEL},
+                         st.flag(c, "last_tc", who)) for c in chans]
+            saved.append((regs, channels))
+        page = st.blob(state, "page", who, len(self.page))
+        for ctl, (regs, channels) in zip((self.dma1, self.dma2), saved):
+            for name, value in regs.items():
+                setattr(ctl, name, value)
+            ctl.flip_flop &= 1
+            for c, (values, last_tc) in zip(ctl.ch, channels):
+                for name, value in values.items():
+                    setattr(c, name, value)
+                c.last_tc = last_tc
+        self.page[:] = page
+
     # -- port access ----------------------------------------------------------------
     def _byte_read(self, off: int) -> int:
         if 0 <= off < 0x10:
@@ -337,7 +381,7 @@ class Dma8237(ByteRegisterDevice):
                     phys = self._phys(channel, lo)
                     if want == Transfer.WRITE:
                         chunk = data[done * unit:done * unit + nb]
-                        self.mem.write(phys, chunk if step > 0 else _reverse_units(chunk, unit))
+                        write_ram(self.mem, phys, chunk if step > 0 else _reverse_units(chunk, unit))
                     else:
                         chunk = self.mem.read(phys, nb)
                         out += chunk if step > 0 else _reverse_units(chunk, unit)

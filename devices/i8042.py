@@ -26,6 +26,7 @@ from collections import deque
 from enum import IntFlag
 from typing import Callable
 
+from hv.devices import state as st
 from hv.devices.base import Device, IrqLine, NullIrq, PortRange
 
 
@@ -367,6 +368,62 @@ class I8042(Device):
             else:
                 self._write_keyboard(value)
 
+    # --- snapshots ----------------------------------------------------------------
+
+    # Keyboard input queued by the host (scancodes not yet read) belongs to the machine's
+    # state: the guest was typed at before the snapshot. Bounded on load.
+    MAX_SAVED_QUEUE = 1 << 16
+
+    def state(self) -> dict:
+        """Controller RAM (the command byte), output port, status, the output buffer and
+        who filled it, the reply queues and host scancodes in order, the pending
+        controller/keyboard command, the keyboard's settings, and IRQ 1/12 levels."""
+        return st.versioned(
+            ram=bytes(self.ram), output_port=int(self.output_port), status=int(self._status),
+            out=self._out, obf=self._obf, out_aux=self._out_aux, out_src=self._out_src,
+            ctrl_out=[[v, aux] for v, aux in self._ctrl_out], kbd_out=list(self._kbd_out),
+            keys=list(self._keys), pending_cmd=self._pending_cmd, kbd_arg_for=self._kbd_arg_for,
+            kbd_last=self._kbd_last, scanning=self.scanning, leds=self.leds,
+            typematic=self.typematic, scancode_set=self.scancode_set,
+            irq1=st.line_level(self._irq1), irq12=st.line_level(self._irq12))
+
+    def load_state(self, state: dict) -> None:
+        """The A20 gate and the reset line are the CPU's (restored with it): nothing is
+        called back."""
+        who = self.name
+        st.check_version(state, who)
+        ram = st.blob(state, "ram", who, 32)
+        byte = {n: st.integer(state, n, who, 0, 0xFF)
+                for n in ("output_port", "status", "out", "kbd_last", "leds", "typematic")}
+        flags = {n: st.flag(state, n, who) for n in ("obf", "out_aux", "scanning", "irq1", "irq12")}
+        src = st.field(state, "out_src", who)
+        if src not in ("", "ctrl", "kbd", "key"):
+            raise ValueError(f"{who}: saved out_src {src!r} is not a source")
+        ctrl_out = st.field(state, "ctrl_out", who)
+        if not isinstance(ctrl_out, list) or len(ctrl_out) > self.MAX_SAVED_QUEUE or any(
+                not isinstance(e, list) or len(e) != 2 or type(e[0]) is not int
+                or not 0 <= e[0] <= 0xFF or type(e[1]) is not bool for e in ctrl_out):
+            raise ValueError(f"{who}: saved ctrl_out is not a queue of (byte, aux)")
+        kbd_out = st.int_list(state, "kbd_out", who, None, 0, 0xFF, self.MAX_SAVED_QUEUE)
+        keys = st.int_list(state, "keys", who, None, 0, 0xFF, self.MAX_SAVED_QUEUE)
+        pending = st.optional_integer(state, "pending_cmd", who, 0, 0xFF)
+        arg_for = st.optional_integer(state, "kbd_arg_for", who, 0, 0xFF)
+        if pending is not None and pending not in self._ctrl_data_cmds:
+            raise ValueError(f"{who}: saved pending_cmd {pending:#x} takes no data byte")
+        if arg_for is not None and arg_for not in self._kbd_args:
+            raise ValueError(f"{who}: saved kbd_arg_for {arg_for:#x} takes no argument")
+        scancode_set = st.integer(state, "scancode_set", who, 1, 3)
+        self.ram[:] = ram
+        self.output_port, self._status, self._out = byte["output_port"], byte["status"], byte["out"]
+        self._kbd_last, self.leds, self.typematic = byte["kbd_last"], byte["leds"], byte["typematic"]
+        self._obf, self._out_aux, self._out_src = flags["obf"], flags["out_aux"], src
+        self._ctrl_out = deque((v, aux) for v, aux in ctrl_out)
+        self._kbd_out, self._keys = deque(kbd_out), deque(keys)
+        self._pending_cmd, self._kbd_arg_for = pending, arg_for
+        self.scanning, self.scancode_set = flags["scanning"], scancode_set
+        st.restore_level(self._irq1, flags["irq1"])
+        st.restore_level(self._irq12, flags["irq12"])
+
     # --- host side ---------------------------------------------------------------
 
     def press(self, codes: bytes) -> None:
@@ -409,6 +466,14 @@ class SystemControlPortA(Device):
     def read(self, offset: int, size: int) -> int:
         high = ((1 << (8 * size)) - 1) & ~0xFF
         return high | (self.value if offset == 0 else 0xFF)
+
+    def state(self) -> dict:
+        return st.versioned(value=self.value)
+
+    def load_state(self, state: dict) -> None:
+        """The register alone: the A20 line it drives is the CPU's, restored with it."""
+        st.check_version(state, self.name)
+        self.value = st.integer(state, "value", self.name, 0, 0xFF)
 
     def write(self, offset: int, size: int, value: int) -> None:
         if offset != 0:

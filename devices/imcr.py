@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
+from hv.devices import state as st
 from hv.devices.base import ByteRegisterDevice, PortRange
 
 if TYPE_CHECKING:
@@ -58,6 +59,23 @@ class Imcr(ByteRegisterDevice):
     def reset(self) -> None:
         self.select = 0
         self._set_mode(False)
+
+    # ---- snapshots ------------------------------------------------------------------
+
+    def state(self) -> dict:
+        """The select register, the mode, and the 8259's INTR as last reported."""
+        return st.versioned(select=self.select, apic_mode=self.apic_mode,
+                            pic_level=self._pic_level)
+
+    def load_state(self, state: dict) -> None:
+        """Restores after the 8259 and the local APIC (the board's order): tells the CPU
+        the INTR level that follows (a level, not an edge)."""
+        st.check_version(state, self.name)
+        select = st.integer(state, "select", self.name, 0, 0xFF)
+        apic_mode = st.flag(state, "apic_mode", self.name)
+        pic_level = st.flag(state, "pic_level", self.name)
+        self.select, self.apic_mode, self._pic_level = select, apic_mode, pic_level
+        self._notify()
 
     # ---- ports ----------------------------------------------------------------
 

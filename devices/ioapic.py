@@ -33,6 +33,7 @@ from __future__ import annotations
 from typing import Callable
 
 from hv.devices.apic import DeliveryMode
+from hv.devices import state as st
 from hv.devices.base import Device
 
 IOAPIC_DEFAULT_BASE = 0xFEC00000
@@ -88,6 +89,27 @@ class IoApic(Device):
         self.ioregsel = 0
         self.id = self.apic_id
         self.redirection = [ENTRY_RESET] * PIN_COUNT
+
+    # ---- snapshots ------------------------------------------------------------------
+
+    def state(self) -> dict:
+        """The pins' electrical levels, IOREGSEL, the ID and the 24 redirection entries
+        (remote IRR included)."""
+        return st.versioned(pins=self.pins, ioregsel=self.ioregsel, id=self.id,
+                            redirection=list(self.redirection), messages=self.messages)
+
+    def load_state(self, state: dict) -> None:
+        """Registers and pin levels as saved: nothing is sent (a message that was due has
+        been sent before the snapshot)."""
+        who = self.name
+        st.check_version(state, who)
+        pins = st.integer(state, "pins", who, 0, (1 << PIN_COUNT) - 1)
+        ioregsel = st.integer(state, "ioregsel", who, 0, 0xFF)
+        apic_id = st.integer(state, "id", who, 0, ID_MASK)
+        redirection = st.int_list(state, "redirection", who, PIN_COUNT, 0, (1 << 64) - 1)
+        messages = st.integer(state, "messages", who)
+        self.pins, self.ioregsel, self.id = pins, ioregsel, apic_id
+        self.redirection, self.messages = redirection, messages
 
     # ---- inputs ----------------------------------------------------------------
 

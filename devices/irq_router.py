@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from hv.devices import state as st
 from hv.devices.base import Device
 
 if TYPE_CHECKING:
@@ -95,6 +96,15 @@ class _SharedSource:
     def pulse(self) -> None:
         self._line.pulse()
 
+    def restore_level(self, level: bool) -> None:
+        """A snapshot's level: the hold is taken or let go without driving the wire (the
+        8259 and the I/O APIC restore their own inputs)."""
+        self.level = bool(level)
+        if self.level:
+            self._line._held.add(self)
+        else:
+            self._line._held.discard(self)
+
 
 class IsaIrqRouter(Device):
     """Hands out the 16 ISA lines; ``ioapic`` may be None (a board with no I/O APIC), and
@@ -112,6 +122,20 @@ class IsaIrqRouter(Device):
     def line(self, irq: int) -> IsaIrqLine:
         ioapic_pin_of(irq)                     # refuses a bad number
         return self._lines[irq]
+
+    def state(self) -> dict:
+        """The level each wire was last driven to directly. A shared wire's holds belong
+        to the devices holding it: each restores its own (``_SharedSource.restore_level``)."""
+        return st.versioned(levels=[line.level for line in self._lines])
+
+    def load_state(self, state: dict) -> None:
+        st.check_version(state, self.name)
+        levels = st.field(state, "levels", self.name)
+        if not isinstance(levels, list) or len(levels) != ISA_IRQ_COUNT or \
+                any(type(v) is not bool for v in levels):
+            raise ValueError(f"{self.name}: saved levels are not {ISA_IRQ_COUNT} levels")
+        for line, level in zip(self._lines, levels):
+            line.level = level
 
     def reset(self) -> None:
         """Power-on: every wire low (the controllers reset themselves)."""

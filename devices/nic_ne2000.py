@@ -41,6 +41,7 @@ from __future__ import annotations
 
 from enum import IntFlag
 
+from hv.devices import state as st
 from hv.devices.base import NullIrq, PortRange, SharedStateDevice
 
 # ---- board (NE2000 ASIC) ----------------------------------------------------
@@ -329,6 +330,49 @@ class Ne2000(SharedStateDevice):
         self._pull()
         self._push()
 
+    # ---- snapshots ---------------------------------------------------------------
+
+    _BYTES = ("pstart", "pstop", "bnry", "curr", "tpsr", "rnpp", "rcr", "tcr", "tsr", "rsr",
+              "ncr", "isr", "imr", "dcr", "cr")
+    _WORDS = ("tbcr", "rsar", "rbcr", "clda")
+
+    def state(self) -> dict:
+        """The DP8390 registers of every page, the remote DMA's address and count (taken
+        back from C: the words the guest moved there), the tally counters, and the packet
+        RAM; the IRQ level. The PROM is the configured MAC. Frames waiting on the network
+        are not the card's: a restored machine starts with none."""
+        if self._bound:
+            self._pull()
+        out = st.versioned(**{n: getattr(self, n) for n in self._BYTES + self._WORDS},
+                           cntr=list(self.cntr), par=bytes(self.par), mar=bytes(self.mar),
+                           ram=bytes(self._mem[RAM_START:self.ram_end]),
+                           irq=st.line_level(self.irq_line))
+        if self._bound:
+            self._push()
+        return out
+
+    def load_state(self, state: dict) -> None:
+        """Registers and packet RAM as saved (copied into the C memory already there); under
+        the C dispatch the remote DMA window reopens where the saved transfer stands."""
+        who = self.name
+        st.check_version(state, who)
+        values = {n: st.integer(state, n, who, 0, 0xFF) for n in self._BYTES}
+        values.update({n: st.integer(state, n, who, 0, 0xFFFF) for n in self._WORDS})
+        cntr = st.int_list(state, "cntr", who, 3, 0, 0xFF)
+        par = st.blob(state, "par", who, ADDR_LEN)
+        mar = st.blob(state, "mar", who, 8)
+        ram = st.blob(state, "ram", who, self.ram_end - RAM_START)
+        irq = st.flag(state, "irq", who)
+        if self._bound:
+            self._pull()
+        for name, value in values.items():
+            setattr(self, name, value)
+        self.cntr, self.par, self.mar = cntr, bytearray(par), bytearray(mar)
+        self._mem[RAM_START:self.ram_end] = ram
+        st.restore_level(self.irq_line, irq)
+        if self._bound:
+            self._push()
+
     # ---- port I/O (SharedStateDevice.read/write wrap these) -------------------
 
     def _read(self, offset: int, size: int) -> int:
@@ -349,7 +393,8 @@ class Ne2000(SharedStateDevice):
                 a += 1
                 n = 1
             self._dma_advance(a, n)
-            return v
+            # A byte read in word mode still moves a word (as QEMU); the bus takes its low byte.
+            return v & 0xFF if size == 1 else v
         if size > 1 and offset & (size - 1):
             return 0                       # QEMU's I/O core rejects unaligned accesses: reads 0
         if size == 1:

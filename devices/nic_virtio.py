@@ -27,9 +27,10 @@ VIRTIO_F_VERSION_1 the header always includes ``num_buffers``):
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING
 
+from hv.devices import state as st
 from hv.virtio import VIRTIO_ID_NET, VirtioDevice, Virtqueue, VirtqueueError
 
 if TYPE_CHECKING:
@@ -127,6 +128,23 @@ class VirtioNet(VirtioDevice):
             VIRTIO_NET_S_LINK_UP if up else 0).to_bytes(2, "little")
         if self.transport is not None:
             self.transport.config_changed()
+
+    # ---- snapshots ----------------------------------------------------------------
+
+    def state(self) -> dict:
+        """The counters (the MAC and link status are config space, saved by the
+        transport). Frames the network holds for the guest are not the device's: they
+        are dropped on restore, as a cable pulled and plugged back would lose them."""
+        return st.versioned(counters=asdict(self.counters))
+
+    def load_state(self, state: dict) -> None:
+        who = "virtio-net"
+        st.check_version(state, who)
+        saved = st.field(state, "counters", who)
+        names = [f.name for f in fields(NetCounters)]
+        if not isinstance(saved, dict) or set(saved) != set(names):
+            raise ValueError(f"{who}: saved counters are not the device's")
+        self.counters = NetCounters(**{n: st.integer(saved, n, who) for n in names})
 
     # ---- queues -------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from hv.devices import state as st
 from hv.devices.base import Device, PortRange
 
 # ICW1 bits (written to the even port with D4 = 1).
@@ -304,6 +305,32 @@ class Pic8259:
         OCW2_ROTATE_SPECIFIC_EOI: lambda s, l: s._eoi_specific(l, rotate=True),
     }
 
+    # ---- snapshots ------------------------------------------------------------
+
+    _FLAGS = ("ltim", "ready", "auto_eoi", "sfnm", "rotate_on_aeoi", "read_isr", "poll",
+              "special_mask")
+    _BYTES = ("irr", "isr", "imr", "pins", "icw1", "icw3", "icw4", "vector_base")
+
+    def state(self) -> dict:
+        """Registers (read through the C struct when it holds them), input levels, the
+        initialization sequence's progress and the priority rotation."""
+        out = {name: int(getattr(self, name)) for name in self._BYTES}
+        out.update({name: bool(getattr(self, name)) for name in self._FLAGS})
+        out.update(icw_step=self.icw_step, lowest=self.lowest, spurious=self.spurious)
+        return out
+
+    def load_state(self, state: dict, who: str = "pic") -> None:
+        values = {name: st.integer(state, name, who, 0, 0xFF) for name in self._BYTES}
+        flags = {name: st.flag(state, name, who) for name in self._FLAGS}
+        icw_step = st.integer(state, "icw_step", who, 0, 4)
+        if icw_step == 1:
+            raise ValueError(f"{who}: saved icw_step 1 is not a step of the sequence")
+        lowest = st.integer(state, "lowest", who, 0, 7)
+        spurious = st.integer(state, "spurious", who)
+        for name, value in {**values, **flags}.items():
+            setattr(self, name, value)           # into the C struct when shared
+        self.icw_step, self.lowest, self.spurious = icw_step, lowest, spurious
+
 
 class _IntrState(int):
     """INTR as read from ``DualPic8259.has_interrupt``: usable both as a bool
@@ -421,6 +448,27 @@ class DualPic8259(Device):
         effects) still goes to the model."""
         for index, chip, base in ((0, self.master, 0), (1, self.slave, self.SLAVE_OFFSET)):
             chip.share(fast.pic_chip(index, [port_of(base), port_of(base + 1)]))
+
+    # ---- snapshots ------------------------------------------------------------
+
+    def state(self) -> dict:
+        """Both chips (their registers live in C memory when bound: read in place) and
+        the level each ISA wire into the pair was last driven to."""
+        return st.versioned(master=self.master.state(), slave=self.slave.state(),
+                            lines=[line.level for line in self._lines])
+
+    def load_state(self, state: dict) -> None:
+        """The chips' registers and input levels as saved. INTR is not re-announced: its
+        consumer (the IMCR) restores the level it last saw, and no edge is made."""
+        st.check_version(state, self.name)
+        lines = st.field(state, "lines", self.name)
+        if not isinstance(lines, list) or len(lines) != len(self._lines) or \
+                any(type(v) is not bool for v in lines):
+            raise ValueError(f"{self.name}: saved lines are not 16 levels")
+        self.master.load_state(st.field(state, "master", self.name), "pic master")
+        self.slave.load_state(st.field(state, "slave", self.name), "pic slave")
+        for line, level in zip(self._lines, lines):
+            line.level = level
 
     def _chip(self, offset: int) -> Pic8259 | None:
         if offset in (0, 1):

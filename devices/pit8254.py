@@ -21,6 +21,7 @@ from port 0x61 (offset 0x21 here), which also shows OUT2 and the refresh toggle.
 """
 from __future__ import annotations
 
+from hv.devices import state as st
 from hv.devices.base import IrqLine, NullIrq, PortRange, SharedStateDevice
 from hv.clock import NS_PER_S, Clock, Timer
 
@@ -365,6 +366,47 @@ class Counter:
             self.frozen = None
 
 
+def _counter_state(c: Counter) -> dict:
+    """One counter: programming, the count register and its write/read flip-flops, the
+    latches, the gate, and the CE's load tick (the count follows from it and the clock)."""
+    return {"programmed": c.programmed, "mode_bits": c.mode_bits, "mode": c.mode, "rw": c.rw,
+            "bcd": c.bcd, "cr": c.cr, "cr_lsb": c.cr_lsb, "write_msb_next": c.write_msb_next,
+            "read_msb_next": c.read_msb_next, "ol": c.ol, "ol_reads_left": c.ol_reads_left,
+            "status_latch": c.status_latch, "gate": c.gate, "armed": c.armed, "load": c.load,
+            "n": c.n, "frozen": c.frozen, "idle_count": c.idle_count, "idle_out": c.idle_out,
+            "null_until": c.null_until,
+            "pending": list(c.pending) if c.pending is not None else None}
+
+
+def _load_counter(c: Counter, s: dict, who: str) -> None:
+    ticks = (-(1 << 62), 1 << 62)
+    values = dict(
+        mode_bits=st.integer(s, "mode_bits", who, 0, 7), mode=st.integer(s, "mode", who, 0, 5),
+        rw=st.integer(s, "rw", who, 0, 3), cr=st.integer(s, "cr", who, 0, 0xFFFF),
+        cr_lsb=st.integer(s, "cr_lsb", who, 0, 0xFF),
+        ol=st.optional_integer(s, "ol", who, 0, 0xFFFF),
+        ol_reads_left=st.integer(s, "ol_reads_left", who, 0, 2),
+        status_latch=st.optional_integer(s, "status_latch", who, 0, 0xFF),
+        load=st.integer(s, "load", who, *ticks), n=st.integer(s, "n", who, 0, 0x10000),
+        frozen=st.optional_integer(s, "frozen", who, 0, 1 << 62),
+        idle_count=st.integer(s, "idle_count", who, 0, 0xFFFF),
+        null_until=st.optional_integer(s, "null_until", who, *ticks))
+    flags = {n: st.flag(s, n, who) for n in ("programmed", "bcd", "write_msb_next",
+                                             "read_msb_next", "gate", "armed", "idle_out")}
+    pending = st.field(s, "pending", who)
+    if pending is not None:
+        if not isinstance(pending, list) or len(pending) != 3 or \
+                any(type(v) is not int or abs(v) > 1 << 62 for v in pending) or \
+                not 0 < pending[2] <= 0x10000:
+            raise ValueError(f"{who}: saved pending reload is not (tick, load, count)")
+        pending = tuple(pending)
+    if flags["armed"] and not 0 < values["n"]:
+        raise ValueError(f"{who}: an armed counter with no count")
+    for name, value in {**values, **flags}.items():
+        setattr(c, name, value)                  # count state into the C struct when shared
+    c.pending = pending
+
+
 class Pit8254(SharedStateDevice):
     name = "pit"
     ports = (PortRange(0x40, 4, 0), PortRange(0x61, 1, PORT_B))
@@ -415,6 +457,45 @@ class Pit8254(SharedStateDevice):
         if self._bound:
             self._pull()
         self._rearm()
+        if self._bound:
+            self._push()
+
+    # ---- snapshots ------------------------------------------------------------
+
+    def state(self) -> dict:
+        """The three counters (the read flip-flop C advanced included), port B, and channel
+        0's next OUT edge as a virtual deadline. The IRQ 0 wire is only ever pulsed."""
+        if self._bound:
+            self._pull()
+        out = st.versioned(counters=[_counter_state(c) for c in self.counters],
+                           port_b=self.port_b, timer=st.deadline(self._timer),
+                           timer_tick=self._timer_tick, lost_ticks=self.lost_ticks,
+                           irq_count=self.irq_count)
+        if self._bound:
+            self._push()
+        return out
+
+    def load_state(self, state: dict) -> None:
+        """Counters and port B as saved; channel 0's timer re-armed at its saved deadline;
+        the counters C may serve are handed back to it."""
+        who = self.name
+        st.check_version(state, who)
+        counters = st.field(state, "counters", who)
+        if not isinstance(counters, list) or len(counters) != 3 or \
+                not all(isinstance(c, dict) for c in counters):
+            raise ValueError(f"{who}: saved counters are not three counters")
+        port_b = st.integer(state, "port_b", who, 0, PORTB_WRITABLE)
+        timer_tick = st.integer(state, "timer_tick", who, 0, 1 << 62)
+        lost, fired = st.integer(state, "lost_ticks", who), st.integer(state, "irq_count", who)
+        if self._bound:
+            self._pull()
+        for i, (c, saved) in enumerate(zip(self.counters, counters)):
+            _load_counter(c, saved, f"{who} counter {i}")
+        if self._timer is not None:
+            self._timer.cancel()
+        self.port_b, self._timer_tick = port_b, timer_tick
+        self.lost_ticks, self.irq_count = lost, fired
+        self._timer = st.rearm(self.clock, state, "timer", self._fire, who)
         if self._bound:
             self._push()
 

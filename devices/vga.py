@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 from typing import Callable
 
+from hv.devices import state as st
 from hv.devices.base import Device, PortRange
 from hv.devices.vga_font import FONT8X16
 from hv.clock import NS_PER_S, Clock
@@ -387,6 +388,40 @@ class Vga(Device):
         self.dac_state = DAC_STATE_WRITE
         self.dac_latch = bytearray(3)
         self._retrace_toggle = False
+
+    # ------------------------------------------------------------ snapshots
+
+    _BYTES = ("misc", "vse", "feature_control", "sr_index", "gr_index", "cr_index", "ar_index",
+              "pel_mask", "dac_read_index", "dac_write_index", "dac_state")
+    _FILES = (("sr", SR_INDEX_MASK + 1), ("gr", GR_INDEX_MASK + 1), ("cr", CR_INDEX_MASK + 1),
+              ("ar", AR_INDEX_MASK + 1))
+
+    def state(self) -> dict:
+        """Every register file and index, the attribute flip-flop, the DAC (palette,
+        indices, the R/G/B step and its latch). Video memory is guest RAM: saved with it."""
+        return st.versioned(
+            **{n: getattr(self, n) for n in self._BYTES},
+            **{n: bytes(getattr(self, n)) for n, _ in self._FILES},
+            ar_flipflop_data=self.ar_flipflop_data, dac=bytes(self.dac),
+            dac_sub_index=self.dac_sub_index, dac_latch=bytes(self.dac_latch),
+            retrace_toggle=self._retrace_toggle)
+
+    def load_state(self, state: dict) -> None:
+        who = self.name
+        st.check_version(state, who)
+        values = {n: st.integer(state, n, who, 0, 0xFF) for n in self._BYTES}
+        files = {n: list(st.blob(state, n, who, size)) for n, size in self._FILES}
+        if values["sr_index"] > SR_INDEX_MASK or values["gr_index"] > GR_INDEX_MASK \
+                or values["cr_index"] > CR_INDEX_MASK:
+            raise ValueError(f"{who}: a saved index is past its register file")
+        flip, toggle = st.flag(state, "ar_flipflop_data", who), st.flag(state, "retrace_toggle", who)
+        dac = st.blob(state, "dac", who, 768)
+        sub = st.integer(state, "dac_sub_index", who, 0, 2)
+        latch = st.blob(state, "dac_latch", who, 3)
+        for name, value in {**values, **files}.items():
+            setattr(self, name, value)
+        self.ar_flipflop_data, self._retrace_toggle = flip, toggle
+        self.dac, self.dac_sub_index, self.dac_latch = bytearray(dac), sub, bytearray(latch)
 
     # ------------------------------------------------------------ port access
 

@@ -3,6 +3,7 @@
     hv run IMAGE|NAME [options]   boot a disk image or a built-in guest
     hv list                       the built-in guests
     hv build                      rebuild guest images and firmware from source
+    hv disk|bench|image|registry  tools that parse their own options (hv CMD --help)
 """
 from __future__ import annotations
 
@@ -190,14 +191,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help="exit fast path: C (built at install) or Python (default auto)")
     run.add_argument("--no-live", action="store_true",
                      help="never take over the terminal, even when stdout is one")
+    run.add_argument("--gdb", metavar="tcp::PORT",
+                     help="let gdb attach on localhost:PORT (target remote :PORT; docs/debugging.md)")
+    run.add_argument("-s", dest="gdb", action="store_const", const="tcp::1234",
+                     help="shorthand for --gdb tcp::1234")
+    run.add_argument("-S", dest="start_stopped", action="store_true",
+                     help="start stopped at the reset vector; gdb's continue or the monitor's cont "
+                          "starts the CPU")
+    run.add_argument("--monitor", metavar="stdio|unix:PATH",
+                     help="the monitor (QEMU-style commands: info registers, x, stop, cont...) "
+                          "on the terminal or on a unix socket")
 
-    disk = sub.add_parser("disk", help="disk image tools: create an overlay, commit, info",
-                          add_help=False)
-    disk.add_argument("disk_args", nargs=argparse.REMAINDER)
-    bench = sub.add_parser("bench", help="run the benchmark matrix; write bench-report.md, "
-                           "PNG plots and JSON (hv bench --quick, --json FILE, --out DIR)",
-                           add_help=False)
-    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    for name, (_, _, text) in OWN_PARSERS.items():      # listed here, parsed by themselves
+        own = sub.add_parser(name, help=text, add_help=False)
+        own.add_argument("rest", nargs=argparse.REMAINDER)
     sub.add_parser("list", help="list the built-in guests and kernels")
     build = sub.add_parser("build", help="rebuild guest images, kernels and firmware ROMs from source",
                            description="Rebuild every guest image, kernel and both BIOS ROMs from "
@@ -356,14 +363,17 @@ def cmd_run(args) -> int:
             print("hv: --trace uses the Python dispatcher: every exit passes through Python "
                   "to be traced", file=sys.stderr)
         dispatch = "python"
+    _check_debug_options(args)
     live = (sys.stdout.isatty() and sys.stdin.isatty() and not args.until and not args.no_live
-            and not args.trace)
+            and not args.trace and args.monitor != "stdio")
     if live:
         from hv.console import terminal_size, too_small
         why = too_small(*terminal_size(sys.stdout.fileno()))
         if why:
             print(f"hv: {why}", file=sys.stderr)
             live = False
+    if args.start_stopped and not (args.gdb or args.monitor or live):
+        raise UsageError("-S: nothing could start the CPU; add -s, --gdb tcp::PORT or --monitor")
     serial_spec = args.serial
     if live and serial_spec == "stdio":
         serial_spec = "none"   # the live screen owns the terminal; serial is shown afterwards
@@ -393,6 +403,12 @@ def cmd_run(args) -> int:
         sink.on_error = machine.fail
     code = 1
     try:
+        debug_servers = _start_debugging(machine, args)
+    except UsageError:
+        machine.close()
+        _close_all(sinks, scratch)
+        raise
+    try:
         if live:
             from hv.console import LiveConsole
             result = LiveConsole(machine, QUIT_KEY).run()
@@ -403,6 +419,9 @@ def cmd_run(args) -> int:
                 _write_stdout(machine.serial_text())
         else:
             result = machine.run()
+        for server in debug_servers:        # gdb hears how the run ended (W packet)
+            server.close(result)
+        debug_servers = []
         if args.screen:
             _write_stdout(machine.screen_text().rstrip("\n") + "\n")
         if args.screenshot:
@@ -418,6 +437,8 @@ def cmd_run(args) -> int:
             print(machine.stats.table(), file=sys.stderr)
         code = result.exit_code
     finally:
+        for server in debug_servers:
+            server.close()
         try:
             machine.close()
         except Exception as e:          # a back end failing to close: say so, fail the run
@@ -426,6 +447,40 @@ def cmd_run(args) -> int:
             code = code or 1
         _close_all(sinks, scratch)
     return code
+
+
+def _check_debug_options(args) -> None:
+    from hv.debug import gdbstub, monitor
+    try:
+        if args.gdb:
+            gdbstub.parse_spec(args.gdb)
+        if args.monitor:
+            monitor.parse_spec(args.monitor)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def _start_debugging(machine, args) -> list:
+    """The gdb stub and the monitor asked for (-s/--gdb, --monitor, -S)."""
+    from hv.debug import gdbstub, monitor
+    servers = []
+    if args.start_stopped or args.gdb or args.monitor:
+        machine.attach_debugger(args.start_stopped)
+    try:
+        if args.gdb:
+            server = gdbstub.attach(machine, args.gdb, args.start_stopped)
+            servers.append(server)
+            print(f"hv: {server.describe()}", file=sys.stderr, flush=True)
+        if args.monitor:
+            server = monitor.attach(machine, args.monitor, args.start_stopped)
+            if server is not None:
+                servers.append(server)
+    except (ValueError, OSError) as e:
+        for server in servers:
+            server.close()
+        what = f"--gdb {args.gdb}" if not servers and args.gdb else f"--monitor {args.monitor}"
+        raise UsageError(str(e) if isinstance(e, ValueError) else f"{what}: {e.strerror}") from None
+    return servers
 
 
 def _close_all(sinks, scratch: str | None) -> None:
@@ -462,16 +517,6 @@ def cmd_list(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
-    from hv.bench.report import main as bench_main
-    return bench_main(args.bench_args)
-
-
-def cmd_disk(args) -> int:
-    from hv.disk_tool import main_disk
-    return main_disk(args.disk_args)
-
-
 def cmd_build(args) -> int:
     from hv.guests import build
     try:
@@ -485,26 +530,51 @@ def cmd_build(args) -> int:
         return 1
 
 
+def _main_registry(argv: list[str]) -> int:
+    from hv.container.registry import main_registry
+    return main_registry(argv)
+
+
+# Commands that parse their own options (argparse's REMAINDER would refuse an option in
+# first place): name -> (module, function(argv) -> exit status, help).
+OWN_PARSERS = {
+    "disk": ("hv.disk_tool", "main_disk", "disk image tools: create a blank disk or an overlay, "
+                                          "commit, info"),
+    "bench": ("hv.bench.report", "main", "run the benchmark matrix; write bench-report.md, PNG "
+                                         "plots and JSON (hv bench --quick, --json FILE, --out DIR)"),
+    "image": ("hv.container.images", "main_image", "container images: import an OCI or docker-save "
+                                                   "archive, build from a folder, ls, rm"),
+    "registry": ("hv.cli", "_main_registry", "export or import container registry keys as .reg "
+                                             "files"),
+}
+
+
+def _run_own_parser(name: str, argv: list[str]) -> int:
+    import importlib
+    module, function, _ = OWN_PARSERS[name]
+    try:
+        return getattr(importlib.import_module(module), function)(argv)
+    except (UsageError, ImageError) as e:
+        print(f"hv: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hv: interrupted", file=sys.stderr)
+        return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    # `hv bench` and `hv disk` parse their own options (argparse's REMAINDER
-    # would refuse an option in first place).
-    if argv[:1] == ["bench"]:
-        return cmd_bench(argparse.Namespace(bench_args=argv[1:]))
-    if argv[:1] == ["disk"]:
-        try:
-            return cmd_disk(argparse.Namespace(disk_args=argv[1:]))
-        except (UsageError, ImageError) as e:
-            print(f"hv: error: {e}", file=sys.stderr)
-            return 2
+    if argv[:1] and argv[0] in OWN_PARSERS:
+        return _run_own_parser(argv[0], argv[1:])
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:   # report it with the subcommand's usage, not the top-level one
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         sub.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return {"run": cmd_run, "list": cmd_list, "build": cmd_build,
-                "disk": cmd_disk, "bench": cmd_bench}[args.command](args)
+        if args.command in OWN_PARSERS:             # e.g. `hv --x disk ...`: not reached normally
+            return _run_own_parser(args.command, args.rest)
+        return {"run": cmd_run, "list": cmd_list, "build": cmd_build}[args.command](args)
     except (UsageError, ImageError) as e:
         print(f"hv: error: {e}", file=sys.stderr)
         return 2

@@ -3,7 +3,10 @@
 Like QEMU's curses display: the terminal goes to its alternate screen in raw mode, the
 VGA text screen is redrawn in its colours when it changes (20 times a second at most),
 and bytes typed on the terminal become scancodes. A status line at the bottom says how
-to quit (Ctrl-]). A terminal with fewer than 26 rows shows the 24 (or fewer) rows around
+to quit (Ctrl-] q) and how to reach the monitor (Ctrl-] m: the screen becomes the
+monitor's prompt, hv/debug/monitor.py, and Ctrl-] returns to the guest; the guest keeps
+running meanwhile). Ctrl-] Ctrl-] types Ctrl-] in the guest, Ctrl-] and any other key
+does nothing. A terminal with fewer than 26 rows shows the 24 (or fewer) rows around
 the cursor and says which; a terminal narrower than 80 columns or lower than
 MIN_ROWS is refused before anything is drawn (the run continues without the display).
 SIGTERM and SIGHUP end the run, and the terminal is restored whatever ends it.
@@ -82,17 +85,27 @@ class LiveConsole:
         self.out = out or sys.stdout
         self._last: tuple | None = None
         self._stop = threading.Event()
+        self._escape = False                  # Ctrl-] typed: the next key is a command
+        self._monitor = None                  # TerminalMonitor while the monitor is shown
+        self._monitor_core = None             # the Monitor behind it, made on first use
+        self._out_lock = threading.Lock()     # the screen (vCPU thread) vs the monitor (reader)
 
     def status_line(self, first: int, n: int, columns: int) -> str:
-        text = " hv: Ctrl-] quits"
+        text = (" hv: Ctrl-] then m: monitor, q: quit, Ctrl-]: type Ctrl-]" if self._escape
+                else " hv: Ctrl-] q quits, Ctrl-] m monitor")
         if n < TEXT_ROWS:
             text += f" | guest rows {first + 1}-{first + n} of {TEXT_ROWS} (terminal too short)"
         return "\x1b[0;7m" + text.ljust(columns)[:columns] + "\x1b[0m"
 
     def _draw(self, now: int) -> None:
-        m = self.m
         if not self._stop.is_set():
-            m.clock.at(now + REDRAW_NS, self._draw)
+            self.m.clock.at(now + REDRAW_NS, self._draw)
+        with self._out_lock:
+            if self._monitor is None:          # else the monitor owns the terminal
+                self._paint()
+
+    def _paint(self) -> None:
+        m = self.m
         columns, rows = terminal_size(self.out.fileno())
         row, col, visible = m.vga.cursor()
         first, n = window(rows, row)
@@ -122,10 +135,70 @@ class LiveConsole:
             if not r:
                 continue
             data = os.read(fd, 64)
-            if not data or self.quit_key in data:
-                self.m.finish(0, "quit from the live display (Ctrl-])")
+            if not data:
+                self.m.finish(0, "quit from the live display (end of input)")
                 return
-            self.m.type_keys([ev for k in terminal_to_keys(data) for ev in k.events])
+            if self._monitor is not None:
+                self._to_monitor(data)
+                continue
+            to_guest = self._keys(data)
+            if to_guest is None:
+                return
+            if to_guest:
+                self.m.type_keys([ev for k in terminal_to_keys(to_guest) for ev in k.events])
+
+    def _keys(self, data: bytes) -> bytes | None:
+        """Take the Ctrl-] commands out of ``data``; what is left goes to the guest.
+        None once the user quit."""
+        out = bytearray()
+        for i, b in enumerate(data):
+            if self._escape:
+                self._escape = False
+                self._last = None                 # the status line changes back
+                if b in b"qQxX":
+                    self.m.finish(0, "quit from the live display (Ctrl-] q)")
+                    return None
+                if b in b"mMcC":
+                    from hv.debug.monitor import Monitor, TerminalMonitor
+                    if self._monitor_core is None:
+                        self._monitor_core = Monitor(self.m)
+                    with self._out_lock:
+                        self._monitor = TerminalMonitor(self._monitor_core)
+                        self._write(self._monitor.open())
+                    self._to_monitor(data[i + 1:])     # typed ahead: the monitor's
+                    return bytes(out)
+                if b == self.quit_key[0]:
+                    out.append(b)                 # Ctrl-] Ctrl-]: the guest gets one
+            elif bytes([b]) == self.quit_key:
+                self._escape = True
+                self._last = None                 # show what the next key does
+            else:
+                out.append(b)
+        return bytes(out)
+
+    def _to_monitor(self, data: bytes) -> None:
+        text, leave = self._monitor.feed(data)     # runs the command: no lock held
+        with self._out_lock:
+            self._write(text)
+            if leave:
+                self._monitor = None
+                self._last = None                  # the whole screen again
+        if leave:
+            # Repaint now, on the vCPU thread: the timer does not run while the guest is
+            # stopped (the monitor's stop), and the monitor's text would stay.
+            def repaint(m) -> None:
+                with self._out_lock:
+                    if self._monitor is None:
+                        self._paint()
+            try:
+                self.m.debugger.request(repaint)
+            except (TimeoutError, RuntimeError):
+                pass
+
+    def _write(self, text: str) -> None:
+        if text:
+            self.out.write(text)
+            self.out.flush()
 
     def run(self) -> RunResult:
         fd = sys.stdin.fileno()

@@ -167,6 +167,21 @@ _patched: dict[str, int] = {}       # helper name -> trampoline address
 _trampolines: list = []
 
 
+_local_addresses: dict[str, int] = {}     # engine functions not exported (hv/codepages.py)
+
+
+def engine_address(name: str) -> int:
+    """Where engine function ``name`` is: exported ones through the dynamic linker,
+    the others as registered by ``register_engine_address``."""
+    if name in _local_addresses:
+        return _local_addresses[name]
+    return ctypes.cast(getattr(uclib, name), ctypes.c_void_p).value
+
+
+def register_engine_address(name: str, addr: int) -> None:
+    _local_addresses[name] = addr
+
+
 def _jump_to(target: int) -> bytes:
     return b"\xff\x25\x00\x00\x00\x00" + struct.pack("<Q", target)
 
@@ -210,7 +225,7 @@ def _patch_prepared(helper: str) -> int:
     so a replacement can know where to jump before the first call reaches it)."""
     if helper in _prepared:
         return _prepared[helper][0]
-    target = ctypes.cast(getattr(uclib, helper), ctypes.c_void_p).value
+    target = engine_address(helper)
     found = _relocate(target)
     if not found or found[0] < PATCH_LEN:
         raise RuntimeError(f"cannot relocate the prologue of {helper}")
@@ -228,7 +243,7 @@ def _patch(helper: str, replacement: int) -> int:
     runs the original."""
     tramp_addr = _patch_prepared(helper)
     n = _prepared[helper][1]
-    target = ctypes.cast(getattr(uclib, helper), ctypes.c_void_p).value
+    target = engine_address(helper)
     page = target & ~(mmap.PAGESIZE - 1)
     span = (target + n + mmap.PAGESIZE - 1 & ~(mmap.PAGESIZE - 1)) - page
     rwx, rx = 7, 5

@@ -1,5 +1,6 @@
-"""`hv disk create|commit|info`: differencing overlays on the host side.
+"""`hv disk create|commit|info`: blank disks and differencing overlays on the host side.
 
+    hv disk create FILE --size 64M       a blank raw disk (sparse, all zeros)
     hv disk create OVERLAY --base BASE   new, empty HVOVL1 overlay over BASE
     hv disk commit OVERLAY               merge the overlay's sectors into its base
     hv disk info IMAGE                   format, size, base, allocated sectors
@@ -18,6 +19,8 @@ import argparse
 import os
 import sys
 from pathlib import Path
+
+from hv.memory import parse_bytes
 
 from hv.devices.disk_store import (
     FLAG_COMMITTING, SECTOR, ImageError, OverlayBackend, OverlayHeader, _load_table,
@@ -72,6 +75,35 @@ def create_overlay(overlay: str | os.PathLike, base: str | os.PathLike) -> None:
         raise ImageError(f"{ov}: cannot write ({e.strerror})") from None
     os.close(fd)
     _fsync_dir(ov)
+
+
+# The largest disk the 28-bit ATA and virtio-blk guests can address is far smaller; this
+# only keeps a typo (64T) from making a file the host cannot hold.
+MAX_BLANK = 2 << 40
+
+
+def create_blank(path: str | os.PathLike, size: int) -> None:
+    """A raw disk of ``size`` bytes (a multiple of 512), all zeros and sparse."""
+    p = Path(path)
+    if size <= 0 or size % SECTOR:
+        raise ImageError(f"--size {size}: a disk is a positive whole number of 512-byte sectors")
+    if size > MAX_BLANK:
+        raise ImageError(f"--size {size}: larger than {MAX_BLANK >> 40} TiB")
+    if p.exists() or p.is_symlink():
+        raise ImageError(f"{p}: already exists (refusing to overwrite)")
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except OSError as e:
+        raise ImageError(f"{p}: cannot create ({e.strerror})") from None
+    try:
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    except OSError as e:
+        os.close(fd)
+        os.unlink(p)
+        raise ImageError(f"{p}: cannot write ({e.strerror})") from None
+    os.close(fd)
+    _fsync_dir(p)
 
 
 def _require_overlay(path: Path) -> None:
@@ -188,13 +220,26 @@ def info(path: str | os.PathLike) -> str:
             f"file size: {file_size} bytes\n")
 
 
+class _Usage(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):             # one line, not argparse's usage block
+        raise _Usage(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hv disk", description="Manage disk images and overlays.")
+    p = _Parser(prog="hv disk", description="Manage disk images and overlays.")
     sub = p.add_subparsers(dest="action", required=True, metavar="{create,commit,info}")
-    c = sub.add_parser("create", help="create an empty overlay over a base image")
-    c.add_argument("overlay", metavar="OVERLAY")
-    c.add_argument("--base", required=True, metavar="BASE",
-                   help="the image the overlay reads unwritten sectors from")
+    c = sub.add_parser("create", help="create a blank raw disk (--size) or an empty overlay "
+                                      "over a base image (--base)")
+    c.add_argument("overlay", metavar="FILE")
+    what = c.add_mutually_exclusive_group(required=True)
+    what.add_argument("--size", metavar="SIZE",
+                      help="a blank raw disk of SIZE bytes: 1440K, 64M, 2G")
+    what.add_argument("--base", metavar="BASE",
+                      help="an overlay: the image it reads unwritten sectors from")
     m = sub.add_parser("commit", help="merge an overlay into its base, then empty it")
     m.add_argument("overlay", metavar="OVERLAY")
     i = sub.add_parser("info", help="show an image's format, size, base and allocation")
@@ -204,9 +249,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main_disk(argv: list[str] | None = None) -> int:
     """`hv disk ...`; returns the exit status (2 for bad input, as `hv run`)."""
-    args = build_parser().parse_args(argv)
     try:
-        if args.action == "create":
+        args = build_parser().parse_args(argv)
+    except _Usage as e:
+        print(f"hv disk: error: {e}", file=sys.stderr)
+        return 2
+    except SystemExit as e:                      # --help
+        return e.code if isinstance(e.code, int) else 0
+    try:
+        if args.action == "create" and args.size is not None:
+            try:
+                size = parse_bytes(args.size, "disk size")
+            except ValueError as e:
+                raise ImageError(f"--size {args.size}: {e}") from None
+            create_blank(args.overlay, size)
+            print(f"created blank disk {args.overlay} ({size} bytes)")
+        elif args.action == "create":
             create_overlay(args.overlay, args.base)
             print(f"created overlay {args.overlay} over {args.base}")
         elif args.action == "commit":

@@ -24,6 +24,9 @@ class ExitStats:
     def __init__(self) -> None:
         self.counted: Counter[tuple[str, str]] = Counter()
         self.sources: list = []
+        # callables returning {name: count} for engine events that are not exits (shown
+        # under the table, outside the total)
+        self.engine_notes: list = []
 
     @property
     def counts(self) -> Counter[tuple[str, str]]:
@@ -46,4 +49,6 @@ class ExitStats:
         lines = [f"{'exit kind':<12} {'device':<16} {'count':>10}"]
         lines += [f"{k:<12} {w:<16} {v:>10}" for (k, w), v in rows]
         lines.append(f"{'total':<12} {'':<16} {self.total():>10}")
+        for source in self.engine_notes:
+            lines += [f"{'engine':<12} {name:<16} {v:>10}" for name, v in source().items()]
         return "\n".join(lines)

@@ -40,13 +40,18 @@ class GuestMemoryError(ValueError):
     """A guest-supplied address or length that falls outside guest RAM."""
 
 
-def parse_size(text: str) -> int:
-    """'640K', '16M', '256M', '1G' or a byte count -> bytes."""
+def parse_bytes(text: str, what: str = "size") -> int:
+    """'1440K', '64M', '1G' or a byte count -> bytes (binary units)."""
     m = re.fullmatch(r"\s*(\d+)\s*([KMGTP]?)(i?B)?\s*", text, re.IGNORECASE)
     if not m:
-        raise ValueError(f"bad memory size {text!r} (use e.g. 640K, 16M, 1G)")
-    n = int(m.group(1)) * {"": 1, "K": KiB, "M": MiB, "G": GiB, "T": GiB << 10,
-                           "P": GiB << 20}[m.group(2).upper()]
+        raise ValueError(f"bad {what} {text!r} (use e.g. 640K, 16M, 1G)")
+    return int(m.group(1)) * {"": 1, "K": KiB, "M": MiB, "G": GiB, "T": GiB << 10,
+                              "P": GiB << 20}[m.group(2).upper()]
+
+
+def parse_size(text: str) -> int:
+    """Guest RAM: '640K', '16M', '256M', '1G' or a byte count -> bytes."""
+    n = parse_bytes(text, "memory size")
     if n > MAX_SIZE:
         raise ValueError(f"memory size {text!r} is too large (at most 3G: "
                          "the 32-bit address space above it holds devices)")

@@ -29,7 +29,7 @@ from unicorn import (UC_ARCH_X86, UC_HOOK_INSN, UC_HOOK_INSN_INVALID,
                      UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, Uc, UcError)
 from unicorn import x86_const as X
 
-from hv import exits, fastpath
+from hv import codepages, exits, fastpath
 from hv.clock import VIRTUAL_NS_PER_BLOCK
 from hv.hypercall import BLOCK, SITE_LEN, VMCALL, HypercallContext, Regs
 from hv.cpu import KIND_EXC, KIND_SOFT, CpuAssist
@@ -75,6 +75,9 @@ class Vcpu:
         # old_exception. An enabled, empty exits list makes `until` unused.
         uc.ctl_exits_enabled(True)
         uc.ctl_set_exits([])
+        # Stores go to RAM at full speed except on pages holding translated code.
+        self.codepages = codepages.track(uc)
+        codepages.exit_checks(uc, False)   # on again while a debugger is attached
         self._ctx = uc.context_save()      # one reusable blob for peeks and edits
         self._in_hook = False
         self._host_ptr = ctypes.addressof(ctypes.c_char.from_buffer(self.mem.buffer))
@@ -101,6 +104,8 @@ class Vcpu:
                 self._map_mmio(base, length, dev.name, machine.mmio)
         self._map_open_bus()
         self.stats.sources.append(self.fast.counts)
+        if self.codepages:
+            self.stats.engine_notes.append(lambda: codepages.counts(uc))
         self.fast.set_ram(self._host_ptr, self.mem.span)
         # Delivery, MSRs, CPUID, TSC, SYSENTER: in C with the C dispatcher (hv/cpu.py).
         self.cpu = CpuAssist(self, c=self.fast.kind == "c")
@@ -423,7 +428,15 @@ class Vcpu:
         uc.reg_write(X.UC_X86_REG_ESP, 0)
         uc.reg_write(X.UC_X86_REG_EFLAGS, 0x2)
         uc.reg_write(X.UC_X86_REG_EIP, 0xFFF0)
+        # The rest as the SDM's table of state after RESET says (the engine's own defaults
+        # differ: CR4 with OSFXSR and OSXSAVE set, FCW and MXCSR zero).
+        for r in (X.UC_X86_REG_EAX, X.UC_X86_REG_EBX, X.UC_X86_REG_ECX, X.UC_X86_REG_ESI,
+                  X.UC_X86_REG_EDI, X.UC_X86_REG_EBP, X.UC_X86_REG_CR2, X.UC_X86_REG_CR3,
+                  X.UC_X86_REG_CR4):
+            uc.reg_write(r, 0)
         uc.reg_write(X.UC_X86_REG_EDX, 0x600)          # CPU signature in DX after reset
+        uc.reg_write(X.UC_X86_REG_FPCW, 0x40)
+        uc.reg_write(X.UC_X86_REG_MXCSR, 0x1F80)
         self.halted = False
         if not self._a20:
             self.set_a20(True)
@@ -679,3 +692,4 @@ class Vcpu:
 
     def close(self) -> None:
         self.fast.close()
+        codepages.forget(self.uc)

@@ -11,6 +11,7 @@ def boot(tmp_path):
     """Boot a boot-sector program (assembly source) and return the finished machine."""
     from hv.machine import DriveSpec, Machine, MachineConfig
     from tests.asm import assemble, write_image
+    from tests.guest_run import expect_finished
     machines = []
 
     def run(source: str, *extra_sectors: bytes, bios: str = "synthetic", timeout: float = 10,
@@ -19,7 +20,7 @@ def boot(tmp_path):
         m = Machine(MachineConfig(fda=DriveSpec(str(img)), bios=bios, timeout=timeout,
                                   dispatch=dispatch, mem_size=mem, **kw))
         machines.append(m)
-        m.result_ = m.run()
+        m.result_ = expect_finished(m, m.run())
         return m
     yield run
     for m in machines:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from hv import guests
 from hv.machine import DriveSpec, Machine, MachineConfig
+from tests.guest_run import expect_finished
 
 PEER_MAC = bytes.fromhex("52550a000202")     # slirp's gateway MAC, so A's output is QEMU's
 READY = "netpeer: serving"
@@ -82,6 +83,8 @@ def run_pair(timeout: float = DEFAULT_TIMEOUT, switch: str | None = None,
                 raise TimeoutError(f"machine {t.name} did not stop")
             if t.error is not None:
                 raise t.error
+        expect_finished(b, b.result, "netpeer")
+        expect_finished(a, a.result, "nettest")
         return a.serial_text(), b.serial_text()
     finally:
         if all(not t.is_alive() for t in threads):
@@ -107,13 +110,19 @@ def _qemu(name: str, netdev: str, mac: str, tmp: Path) -> subprocess.Popen:
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 
 
-def _read_until(proc: subprocess.Popen, out: bytearray, pattern: str, deadline: float) -> None:
+def _read_until(proc: subprocess.Popen, out: bytearray, pattern: str, deadline: float,
+                timeout: float = 0) -> None:
+    """Read QEMU's serial output into ``out`` until ``pattern`` appears; QemuTimeout if
+    the deadline passes or QEMU exits first."""
+    from tests.qemu_util import not_finished
     fd = proc.stdout.fileno()
-    while not re.search(pattern, out.decode("latin-1")) and time.monotonic() < deadline:
+    while not re.search(pattern, out.decode("latin-1")):
+        if time.monotonic() >= deadline:
+            raise not_finished("QEMU", timeout, out)
         if select.select([fd], [], [], 0.05)[0]:
             chunk = os.read(fd, 65536)
             if not chunk:
-                return      # QEMU exited
+                raise not_finished("QEMU", timeout, out, exited=True)
             out += chunk
 
 
@@ -133,11 +142,11 @@ def run_pair_qemu(timeout: float = 30.0) -> tuple[str, str]:
         try:
             procs.append(_qemu("netpeer", f"socket,id=n0,listen=127.0.0.1:{port}",
                                "52:55:0a:00:02:02", tmp))
-            _read_until(procs[0], b_out, READY, deadline)
+            _read_until(procs[0], b_out, READY, deadline, timeout)
             procs.append(_qemu("nettest", f"socket,id=n0,connect=127.0.0.1:{port}",
                                "52:54:00:12:34:56", tmp))
-            _read_until(procs[1], a_out, A_DONE, deadline)
-            _read_until(procs[0], b_out, B_DONE, deadline)
+            _read_until(procs[1], a_out, A_DONE, deadline, timeout)
+            _read_until(procs[0], b_out, B_DONE, deadline, timeout)
         finally:
             for p in procs:
                 p.kill()

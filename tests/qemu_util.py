@@ -18,6 +18,16 @@ import time
 from pathlib import Path
 
 QEMU = "qemu-system-i386"
+
+
+class QemuTimeout(AssertionError):
+    """QEMU did not print what the test waits for within its wall-clock limit (or exited
+    first): a failure that says so, never partial output passed on as the result."""
+
+
+def not_finished(what: str, timeout: float, out: bytes | bytearray, exited: bool = False) -> QemuTimeout:
+    how = "exited before it printed what was expected" if exited else f"did not finish within {timeout:g} s"
+    return QemuTimeout(f"{what} {how}; output so far: {bytes(out).decode('latin-1')[-2000:]!r}")
 FLOPPY_BYTES = 1_474_560
 HD_BYTES = 4 * 1024 * 1024  # small, but big enough for any guest and a scratch area
 
@@ -96,7 +106,9 @@ def run_image(
     """Boot ``image`` and return everything written to COM1 (decoded as latin-1).
 
     drive: "floppy" (-fda, padded to 1.44 MB) or "hd" (-hda, padded, -boot c).
-    until: stop as soon as the output matches this regex (else run to ``timeout``).
+    until: stop as soon as the output matches this regex; if it has not matched when
+        ``timeout`` passes (or QEMU exits first), raise ``QemuTimeout`` with the output so
+        far. Without ``until`` the run lasts ``timeout`` seconds (or until QEMU exits).
     keys: QMP qcodes pressed one by one once ``keys_after`` (a regex) has appeared.
     readonly: write-protect the medium (floppy only; QEMU refuses read-only IDE disks).
     extra_args: more QEMU arguments (devices, more drives), e.g. ``scratch_disk_args`` or
@@ -136,11 +148,13 @@ def run_image(
         deadline = time.monotonic() + timeout
         pending = list(keys or [])
         qmp = None
+        matched = exited = False
         try:
             fd = proc.stdout.fileno()
             while time.monotonic() < deadline:
                 text = out.decode("latin-1")
                 if until is not None and re.search(until, text):
+                    matched = True
                     break
                 if pending and (keys_after is None or re.search(keys_after, text)):
                     if qmp is None:
@@ -151,8 +165,11 @@ def run_image(
                 if ready:
                     chunk = os.read(fd, 65536)
                     if not chunk:
-                        break  # QEMU exited
+                        exited = True  # QEMU exited
+                        break
                     out += chunk
+            if until is not None and not matched:
+                matched = re.search(until, out.decode("latin-1")) is not None
         finally:
             if qmp is not None:
                 qmp.close()
@@ -160,6 +177,8 @@ def run_image(
             proc.wait()
             proc.stdout.close()
             proc.stderr.close()
+        if until is not None and not matched:
+            raise not_finished("QEMU", timeout, out, exited)
         return out.decode("latin-1")
 
 

@@ -7,6 +7,7 @@ import struct
 
 from hv import guests
 from hv.machine import DriveSpec, Machine, MachineConfig
+from tests.guest_run import expect_finished
 
 MAGIC = b"HVBENCH\0"
 SECTOR = 512
@@ -24,7 +25,7 @@ def patched(tmp_path, name: str, *values: int):
 def run(config: MachineConfig) -> tuple[Machine, str, list[int]]:
     m = Machine(config)
     try:
-        result = m.run()
+        result = expect_finished(m, m.run())
     finally:
         m.close()
     assert result.exit_code == 0, result.reason

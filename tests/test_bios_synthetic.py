@@ -12,9 +12,11 @@ from hypothesis import strategies as st
 from hv.guests import IMAGES_DIR
 from hv.devices import bios_common as B
 from hv.devices.bios_synthetic import DPT_OFFSET, disk, keyboard, keytable, system, video
-from hv.hypercall import BLOCK, CF, ZF
+from hv.hypercall import BLOCK, CF
 from hv.machine import DriveSpec, Machine, MachineConfig
 from tests.asm import assemble, write_image
+from tests.bios_ctx import call
+from tests.guest_run import expect_finished
 
 pytestmark = pytest.mark.skipif(shutil.which("as") is None, reason="GNU binutils needed")
 
@@ -24,64 +26,6 @@ IMAGES = IMAGES_DIR
 
 
 # ------------------------------------------------------------------ helpers
-
-class FakeRegs:
-    """Registers by name with the x86 aliasing (eax/ax/ah/al ...), for direct calls."""
-
-    _GPR = ("eax", "ebx", "ecx", "edx", "esi", "edi", "ebp", "esp")
-
-    def __init__(self, **values) -> None:
-        object.__setattr__(self, "_r", {n: 0 for n in self._GPR + ("cs", "ds", "es", "ss")})
-        for k, v in values.items():
-            setattr(self, k, v)
-
-    def _split(self, name):
-        r = self._r
-        if name in r:
-            return name, 0, 0xFFFFFFFF
-        if len(name) == 2 and name[1] in "hl" and name[0] in "abcd":
-            return "e" + name[0] + "x", 8 if name[1] == "h" else 0, 0xFF
-        if "e" + name in r:
-            return "e" + name, 0, 0xFFFF
-        raise AttributeError(name)
-
-    def __getattr__(self, name):
-        full, shift, mask = self._split(name)
-        return (self._r[full] >> shift) & mask
-
-    def __setattr__(self, name, value):
-        full, shift, mask = self._split(name)
-        self._r[full] = (self._r[full] & ~(mask << shift)) | ((value & mask) << shift)
-
-
-class FakeCtx:
-    def __init__(self, machine, **regs) -> None:
-        self.machine = machine
-        self.mem = machine.mem
-        self.regs = FakeRegs(**regs)
-        self.flags = 0x0202
-        self.number = 0
-
-    def set_cf(self, on):
-        self.flags = (self.flags | CF) if on else (self.flags & ~CF)
-
-    def set_zf(self, on):
-        self.flags = (self.flags | ZF) if on else (self.flags & ~ZF)
-
-    @property
-    def cf(self):
-        return bool(self.flags & CF)
-
-    @property
-    def zf(self):
-        return bool(self.flags & ZF)
-
-
-def call(m, service, **regs) -> FakeCtx:
-    ctx = FakeCtx(m, **regs)
-    ctx.result = service(ctx)
-    return ctx
-
 
 @pytest.fixture
 def machines():
@@ -103,7 +47,7 @@ def boot(tmp_path, machines):
             drives["hda"] = DriveSpec(str(write_image(tmp_path / f"h{len(machines)}.img", hd)))
         m = Machine(MachineConfig(timeout=10, **drives, **cfg))
         machines.append(m)
-        m.result_ = m.run()
+        m.result_ = expect_finished(m, m.run())
         assert m.result_.exit_code == 0, m.result_.reason
         return m
     return run
@@ -639,12 +583,14 @@ def press(m, *codes):
 
 
 def keys(m):
+    """Every key waiting in the BIOS buffer (it holds 15: more means the buffer is broken)."""
     out = []
-    while True:
+    for _ in range(64):
         ctx = call(m, keyboard.int16, ah=0x11)
         if ctx.zf:
             return out
         out.append(call(m, keyboard.int16, ah=0x10).regs.ax)
+    raise AssertionError(f"the keyboard buffer never empties: {out[:20]}")
 
 
 def test_letters_and_shifted_letters(posted):
@@ -819,25 +765,76 @@ def fuzz_machine(tmp_path_factory):
     m.close()
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+BDA_RANGE = (0x400, 0x500)
+VIDEO_RANGE = (0xA0000, 0xC0000)
+ROM_RANGE = (0xC0000, 0x100000)
+
+
+def may_write(service, r) -> list[tuple[int, int]]:
+    """Where a service may store for these registers: the BDA, video memory, and the
+    caller's buffer (INT 15h E820 at ES:DI, INT 10h palette/state reads at ES:DX/ES:DI)."""
+    ranges = [BDA_RANGE, VIDEO_RANGE]
+    if service is system.int15 or service is video.int10:
+        ranges += [((r["es"] << 4) + r["di"], (r["es"] << 4) + r["di"] + 0x40),
+                   ((r["es"] << 4) + r["dx"], (r["es"] << 4) + r["dx"] + 0x300)]
+    return ranges
+
+
+def outside(before: bytes, after: bytes, allowed) -> list[int]:
+    bad = []
+    for at in range(0, len(before), 4096):
+        if before[at:at + 4096] != after[at:at + 4096]:
+            for i in range(at, min(at + 4096, len(before))):
+                if before[i] != after[i] and not any(lo <= i < hi for lo, hi in allowed):
+                    bad.append(i)
+                    break
+    return bad
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(service=st.sampled_from(SERVICES), ax=word, bx=word, cx=word, dx=word, si=word,
        di=word, bp=word, es=word, ds=word, ebx_hi=word)
-def test_random_registers_never_raise(fuzz_machine, service, ax, bx, cx, dx, si, di, bp, es,
-                                      ds, ebx_hi):
+def test_any_service_call_stores_only_where_it_may_and_reports_errors_in_cf_and_ah(
+        fuzz_machine, service, ax, bx, cx, dx, si, di, bp, es, ds, ebx_hi):
+    m = fuzz_machine
     if service is system.int15 and ax >> 8 == 0x86:
         cx = 0                     # keep waits short
-    call(fuzz_machine, service, ax=ax, ebx=(ebx_hi << 16) | bx, cx=cx, dx=dx, si=si, di=di,
-         bp=bp, es=es, ds=ds)
-    fuzz_machine.bios_state.pop("int15_86_deadline", None)
+    regs = dict(ax=ax, ebx=(ebx_hi << 16) | bx, cx=cx, dx=dx, si=si, di=di, bp=bp, es=es, ds=ds)
+    before = m.mem.read(0, 0x110000)
+    ctx = call(m, service, **regs)
+    m.bios_state.pop("int15_86_deadline", None)
+    after = m.mem.read(0, 0x110000)
+    r = ctx.regs
+    # The firmware itself never changes, whatever a service is asked to do.
+    assert after[ROM_RANGE[0]:ROM_RANGE[1]] == before[ROM_RANGE[0]:ROM_RANGE[1]]
+    if not (service is system.int15 and ax >> 8 == 0x87):   # a block move writes where it is told
+        assert outside(before, after, may_write(service, regs)) == [], (service.__name__, hex(ax))
+    if service is system.int15 and ctx.cf:
+        assert r.ah in (0x86, 0x02)                          # unsupported, or a faulting move
+    if service is system.int15 and not ctx.cf and ax >> 8 not in (0x88, 0xE8):
+        assert r.ah == 0
+    if service is system.int1a:
+        assert ctx.cf == (ax >> 8 not in system.RTC_FUNCTIONS) or ax >> 8 in (0x02, 0x04)
+        if not ctx.cf and ax >> 8 in (0x02, 0x04):
+            assert all((b >> 4) <= 9 and (b & 15) <= 9 for b in (r.ch, r.cl, r.dh))   # BCD
+    if service in (system.int11, system.int12):
+        assert r.ax == m.mem.u16(B.EQUIPMENT if service is system.int11 else B.MEMORY_KB)
+        assert (r.bx, r.cx, r.dx, r.si, r.di) == (bx, cx, dx, si, di)   # nothing else
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(codes=st.lists(st.integers(0, 0xFF), max_size=40))
-def test_random_scancodes_never_raise(fuzz_machine, codes):
-    fuzz_machine.request_reset = lambda: None
+def test_random_scancodes_keep_the_keyboard_buffer_pointers_inside_the_buffer(fuzz_machine, codes):
+    m = fuzz_machine
+    m.request_reset = lambda: None
     for c in codes:
-        keytable.handle_scancode(fuzz_machine, c)
-    keys(fuzz_machine)
+        keytable.handle_scancode(m, c)
+        start, stop = m.mem.u16(B.KBD_BUFFER_START), m.mem.u16(B.KBD_BUFFER_STOP)
+        head, tail = m.mem.u16(B.KBD_HEAD), m.mem.u16(B.KBD_TAIL)
+        assert start <= head < stop and start <= tail < stop
+        assert (head - start) % 2 == 0 and (tail - start) % 2 == 0
+    got = keys(m)
+    assert len(got) <= (m.mem.u16(B.KBD_BUFFER_STOP) - m.mem.u16(B.KBD_BUFFER_START)) // 2
 
 
 # ------------------------------------------------------------------ the conformance guest

@@ -121,3 +121,34 @@ def test_list_names_the_built_in_guests():
     out = hv("list").stdout
     for name in ("hello", "timer", "keyecho", "bioscheck"):
         assert name in out
+
+
+def test_disk_create_size_makes_a_blank_sparse_disk_a_guest_can_use(tmp_path):
+    disk = tmp_path / "blank.img"
+    r = hv("disk", "create", str(disk), "--size", "64M")
+    assert r.returncode == 0, r.stderr
+    assert disk.stat().st_size == 64 << 20
+    assert disk.stat().st_blocks * 512 < 1 << 20           # sparse: nothing written
+    assert "131072 sectors" in hv("disk", "info", str(disk)).stdout
+    r = hv("run", "hello", "--hda", str(disk), "--timeout", "20")     # attaches as disk 0x80
+    assert r.returncode == 0 and disk.stat().st_size == 64 << 20
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--size", "1000"], "512-byte sectors"),
+    (["--size", "1x"], "bad disk size"),
+    ([], "one of the arguments --size --base is required"),
+    (["--size", "1M", "--base", "x"], "not allowed with"),
+])
+def test_disk_create_refuses_bad_input_in_one_line(tmp_path, args, message):
+    r = hv("disk", "create", str(tmp_path / "d.img"), *args)
+    assert r.returncode == 2 and message in r.stderr and len(r.stderr.splitlines()) == 1
+    assert not (tmp_path / "d.img").exists()
+
+
+def test_disk_create_never_overwrites(tmp_path):
+    disk = tmp_path / "d.img"
+    disk.write_bytes(b"keep" * 128)
+    r = hv("disk", "create", str(disk), "--size", "1M")
+    assert r.returncode == 2 and "already exists" in r.stderr
+    assert disk.read_bytes() == b"keep" * 128

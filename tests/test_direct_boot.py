@@ -251,16 +251,36 @@ def shared_machine():
     m.close()
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(number=st.sampled_from(sorted(boot.HYPERCALLS)),
-       ebx=st.integers(0, 0xFFFFFFFF), ecx=st.integers(0, 0xFFFFFFFF))
-def test_direct_boot_hypercalls_never_raise_on_any_register_values(shared_machine, number, ebx, ecx):
+       ebx=st.integers(0, 0xFFFFFFFF) | st.integers(0, 0x20000),
+       ecx=st.integers(0, 0xFFFFFFFF) | st.integers(0, 0x20000))
+def test_direct_boot_hypercalls_answer_as_documented_for_any_register_values(shared_machine, number,
+                                                                            ebx, ecx):
+    m = shared_machine
     regs = _Regs()
     regs.ebx, regs.ecx, regs.eax, regs.edx = ebx, ecx, 0, 0
-    boot.HYPERCALLS[number][1](_Ctx(shared_machine, regs))
+    written = []
+    sink, m.uart.sink = m.uart.sink, written.append
+    before = m.clock.now()
+    try:
+        boot.HYPERCALLS[number][1](_Ctx(m, regs))
+    finally:
+        m.uart.sink = sink
+    name = boot.HYPERCALLS[number][0]
     assert 0 <= regs.eax <= 0xFFFFFFFF and 0 <= regs.edx <= 0xFFFFFFFF
-    shared_machine.result = None
-    shared_machine.stop_requested = False
+    if number == boot.HC_CONSOLE_WRITE:
+        n = min(ecx, boot.CONSOLE_CHUNK)                 # bounded: never more than 64 KiB a call
+        if ebx + n <= m.mem.span:
+            assert regs.eax == n and b"".join(written) == m.mem.read(ebx, n)
+        else:
+            assert regs.eax == HC_EFAULT and written == []
+    elif number == boot.HC_POWEROFF:
+        assert m.result.exit_code == ebx & 0xFF, name
+    elif number == boot.HC_TIME:
+        assert before <= regs.edx << 32 | regs.eax <= m.clock.now()
+    m.result = None
+    m.stop_requested = False
 
 
 # -- bad kernels: one-line errors ---------------------------------------------------------

@@ -561,10 +561,11 @@ def test_main_disk_bad_input_is_one_line_and_status_2(tmp_path, capsys):
     assert "no such image" in err and len(err.strip().splitlines()) == 1
 
 
-def test_main_disk_create_needs_a_base(tmp_path):
-    with pytest.raises(SystemExit) as e:
-        main_disk(["create", str(tmp_path / "o.hvo")])
-    assert e.value.code == 2
+def test_main_disk_create_needs_a_size_or_a_base(tmp_path, capsys):
+    assert main_disk(["create", str(tmp_path / "o.hvo")]) == 2
+    err = capsys.readouterr().err
+    assert "--size" in err and "--base" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o.hvo").exists()
 
 
 # ---------------------------------------------------------------- durability
@@ -687,18 +688,32 @@ def test_overlay_behaves_like_a_bytearray_and_commits_it_to_the_base(ops):
         assert not any(model[len(merged):])
 
 
-@settings(max_examples=30, deadline=None)
-@given(st.integers(), st.integers(), st.binary(max_size=1200))
-def test_hostile_read_and_write_arguments_raise_only_disk_error(lba, count, data):
+@settings(max_examples=200, deadline=None)
+@given(st.integers(-(1 << 40), 1 << 40) | st.integers(-3, 6),
+       st.integers(-(1 << 40), 1 << 40) | st.integers(-3, 6),
+       st.binary(max_size=1200) | st.sampled_from([bytes(512), bytes(1024), b"\x5a" * 512]))
+def test_hostile_read_and_write_arguments_succeed_exactly_when_inside_the_disk(lba, count, data):
     with tempfile.TemporaryDirectory() as t:
         p = Path(t) / "r.img"
-        p.write_bytes(bytes(4 * SECTOR))
+        p.write_bytes(pattern(4))
         with Disk(p, "hd", snapshot=True) as d:
-            for call in (lambda: d.read(lba, count), lambda: d.write(lba, data)):
-                try:
-                    call()
-                except DiskError:
-                    pass
+            inside = lba >= 0 and count >= 0 and lba + count <= d.sectors
+            try:
+                got = d.read(lba, count)
+            except DiskError as e:
+                assert not inside and e.code == OUT_OF_RANGE
+            else:
+                assert inside and got == pattern(4)[lba * SECTOR:(lba + count) * SECTOR]
+            n = len(data) // SECTOR
+            fits = len(data) % SECTOR == 0 and lba >= 0 and lba + n <= d.sectors
+            try:
+                d.write(lba, data)
+            except DiskError as e:
+                assert not fits
+                assert e.code == (BAD_COMMAND if len(data) % SECTOR else OUT_OF_RANGE)
+            else:
+                assert fits and d.read(lba, n) == data
+            assert p.read_bytes() == pattern(4)            # a snapshot never reaches the file
 
 
 def test_commit_into_a_read_only_base_is_an_image_error_and_keeps_the_overlay(raw, overlay):

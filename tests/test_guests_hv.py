@@ -9,6 +9,7 @@ import pytest
 from hv import guests
 from hv.machine import BIOS_STYLES, DriveSpec, Machine, MachineConfig
 from tests.conftest import disk_copy
+from tests.guest_run import expect_finished
 from tests.qemu_util import qemu_available, run_image
 
 GOLDEN = Path(__file__).parent / "golden" / "bioscheck.serial.txt"
@@ -20,8 +21,10 @@ def run_guest(name: str, bios: str, tmp_path: Path, drive: str = "fda", timeout:
     # A scratch copy: bioscheck writes (and restores) sectors of its own disk.
     img = disk_copy(guests.image_path(name), tmp_path / f"{name}.img", drive)
     m = Machine(MachineConfig(bios=bios, timeout=timeout, **{drive: DriveSpec(str(img))}, **kw))
-    m.result_ = m.run()
-    m.close()
+    try:
+        m.result_ = expect_finished(m, m.run(), name)
+    finally:
+        m.close()
     return m
 
 

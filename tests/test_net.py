@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 
 from hv import net
 from hv.net import (
-    BROADCAST_MAC, NetPort, PcapWriter, Switch, UserNet, inet_checksum, ip_bytes,
+    BROADCAST_MAC, USERNET_DNS_MAC, NetPort, PcapWriter, Switch, UserNet, inet_checksum, ip_bytes,
     make_network, parse_mac, switch_named,
 )
 
@@ -343,13 +343,32 @@ def test_ping_with_ethernet_padding_is_answered_without_the_padding(user_lan):
     assert parse_ip(reply)["total"] == 28 and len(reply) == 42
 
 
+def check_replies(sent: list[bytes], replies: list[bytes]) -> None:
+    """What a host stack may send back: at most one reply a frame, each an ARP or IPv4
+    frame to the sender from the stack's own address, IPv4 with a valid header checksum."""
+    assert len(replies) <= len(sent)
+    for reply in replies:
+        assert len(reply) >= 42 and reply[6:12] in (SLIRP_HOST_MAC, USERNET_DNS_MAC)
+        kind = struct.unpack_from("!H", reply, 12)[0]
+        assert kind in (0x0806, 0x0800)
+        if kind == 0x0800:
+            assert inet_checksum(parse_ip(reply)["header"]) == 0
+        assert any(reply[0:6] == f[6:12] for f in sent)   # to whoever asked
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
-def test_random_frames_into_usernet_never_raise(frame):
-    stack = UserNet(Switch("fuzz"))
-    stack.deliver(frame)
-    stack.deliver(ping_frame()[:14] + frame)
-    stack.deliver(BROADCAST_MAC + GUEST_MAC + b"\x08\x06" + frame)
+def test_random_frames_into_usernet_get_at_most_one_well_formed_reply_each(frame):
+    switch = Switch("fuzz")
+    UserNet(switch)
+    port = switch.new_port("guest")
+    sent = [frame, ping_frame()[:14] + frame, BROADCAST_MAC + GUEST_MAC + b"\x08\x06" + frame,
+            ping_frame()]                            # one that must be answered
+    for f in sent:
+        port.send(f)
+    replies = drain(port)
+    check_replies([f for f in sent if len(f) >= 14], replies)
+    assert replies and replies[-1][34] == 0          # the echo request got its echo reply
 
 
 @settings(max_examples=300, deadline=None)
@@ -515,12 +534,16 @@ def test_frames_delivered_from_another_thread_arrive_in_order():
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=100))
-def test_random_frames_sent_into_a_switch_never_raise(frame):
+def test_random_frames_sent_into_a_switch_reach_the_other_port_unchanged_or_not_at_all(frame):
     switch = Switch("fuzz-switch")
     UserNet(switch)
     a, b = switch.new_port("a"), switch.new_port("b")
     a.send(frame)
-    drain(a), drain(b)
+    to_a, to_b = drain(a), drain(b)
+    assert to_b in ([], [frame])                     # forwarded as sent, never altered
+    if len(frame) >= 14 and frame[0] & 1:
+        assert to_b == [frame]                       # broadcast and multicast are flooded
+    check_replies([frame], to_a)                     # only the host stack answers a
 
 
 # --- pcap ------------------------------------------------------------------------------------

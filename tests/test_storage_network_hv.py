@@ -16,6 +16,7 @@ from tests import hvcmd
 from hv import guests
 from hv.machine import BIOS_STYLES, DriveSpec, Machine, MachineConfig
 from tests.asm import assemble, write_image
+from tests.guest_run import expect_finished
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -106,8 +107,10 @@ def test_a_boot_sector_writing_its_floppy_changes_exactly_those_sectors(bios, tm
     img.write_bytes(img.read_bytes().ljust(1474560, b"\0"))
     before = img.read_bytes()
     m = Machine(MachineConfig(bios=bios, fda=DriveSpec(str(img)), timeout=20))
-    m.run()
-    m.close()
+    try:
+        expect_finished(m, m.run())
+    finally:
+        m.close()
     after = img.read_bytes()
     changed = {i for i in range(len(after) // 512) if after[i * 512:(i + 1) * 512] != before[i * 512:(i + 1) * 512]}
     assert changed == {5, 6}

@@ -50,7 +50,7 @@ class EchoDevice(VirtioDevice):
         if queue_index == 1:     # queue 1 is a transmit-style queue: readable buffers only
             self.drain(q, lambda c: (c.require_read_only(), 0)[1])
         else:
-            self.drain(q, lambda c: c.write(c.read_all().upper()))
+            self.drain(q, lambda c: c.write(c.read_all(limit=1 << 16).upper()))
 
     def reset(self) -> None:
         super().reset()
@@ -578,6 +578,18 @@ def test_chain_shorter_than_a_request_header_is_refused(rig):
         chain.read(0, 16)
     with pytest.raises(VirtqueueError):
         chain.require(readable=16)
+
+
+def test_read_all_takes_a_chain_up_to_its_limit_and_refuses_a_longer_one_uncopied(rig):
+    t, drv, dev, irq, mem = rig
+    live(rig)
+    vq = t.queues[0]
+    drv.queues[0].add([b"abcd", b"efgh"], [4])
+    chain = vq.pop()
+    assert chain.read_all(limit=8) == b"abcdefgh"
+    with pytest.raises(VirtqueueError) as e:
+        chain.read_all(limit=7)
+    assert "8 readable bytes" in str(e.value) and "7" in str(e.value)
 
 
 def test_needs_reset_is_cleared_by_reset_and_the_device_works_again(rig):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 
 from hv.devices import bios_common as B
+from hv.devices.base import write_ram
 from hv.devices.bios_synthetic import DPT_OFFSET
 from hv.devices.disk_store import BAD_BUFFER, NO_DRIVE, OUT_OF_RANGE, WRITE_PROTECTED, DiskError
 from hv.hypercall import HypercallContext
@@ -32,6 +33,7 @@ STATUS_OF = {NO_DRIVE: ST_EPARAM, OUT_OF_RANGE: ST_EPARAM,
              WRITE_PROTECTED: ST_EWRITEPROTECT, BAD_BUFFER: ST_EBOUNDARY}
 
 MAX_CHS_SECTORS = 128         # SeaBIOS refuses AL > 128 (a 64K buffer)
+CHUNK_SECTORS = 128           # sectors moved per disk call (64 KiB of host memory)
 MAX_CYLINDER = 1023           # what CH/CL can express
 EDD_VERSION = 0x30            # EDD 3.0
 EDD_FEATURES = 0x0007         # 42h-44h,47h,48h | 45h,46h,48h,49h | EDD (SeaBIOS)
@@ -66,17 +68,28 @@ def _chs(ctx: HypercallContext) -> tuple[int, int, int]:
 def _transfer(ctx: HypercallContext, disk, write: bool, lba: int, count: int,
               buf: int) -> int:
     """Move ``count`` sectors between the disk and guest address ``buf``; returns
-    the status. The disk store checks the LBA range before anything moves."""
+    the status. The LBA range and the buffer are checked before anything moves; the
+    data moves in pieces of ``CHUNK_SECTORS`` (an EDD packet may ask for 65535 sectors,
+    32 MiB, which the host need not hold at once). A read into the ROM window
+    leaves the ROM as it was (the bytes are dropped, as a bus master's are)."""
+    if lba < 0 or count < 0 or lba + count > disk.sectors:
+        return ST_EPARAM
     try:
-        if write:
-            disk.write(lba, ctx.mem.read(buf, count * SECTOR))
-        else:
-            data = disk.read(lba, count)
-            ctx.mem.write(buf, data)
-    except DiskError as e:
-        return STATUS_OF.get(e.code, ST_EPARAM)
+        ctx.mem.check(buf, count * SECTOR)
     except GuestMemoryError:
         return ST_EBOUNDARY
+    if write and disk.readonly:
+        return ST_EWRITEPROTECT
+    try:
+        for done in range(0, count, CHUNK_SECTORS):
+            n = min(CHUNK_SECTORS, count - done)
+            at = buf + done * SECTOR
+            if write:
+                disk.write(lba + done, ctx.mem.read(at, n * SECTOR))
+            else:
+                write_ram(ctx.mem, at, disk.read(lba + done, n))
+    except DiskError as e:
+        return STATUS_OF.get(e.code, ST_EPARAM)
     return ST_OK
 
 

@@ -27,6 +27,8 @@ from typing import Any, Callable
 from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE
 from unicorn import x86_const as X
 
+from hv import codepages
+
 SIGINT, SIGTRAP = 2, 5
 WATCH_KINDS = {"w": UC_HOOK_MEM_WRITE, "r": UC_HOOK_MEM_READ,
                "a": UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE}
@@ -77,6 +79,9 @@ class Debugger:
         self._pending_step: str | None = None        # "stop": step and stop; "over": step, run
         if start_stopped:
             self._want_stop = StopEvent(SIGTRAP, "start")
+        # Breakpoints and watchpoints stop from code hooks, at once only if the engine
+        # looks for a stop after each hook (each adder flushes the blocks it needs redone).
+        codepages.exit_checks(self.uc, True)
 
     # -- from any thread -------------------------------------------------------------------
     def request(self, fn: Callable[[Any], Any], timeout: float | None = 10.0) -> Any:
@@ -240,6 +245,9 @@ class Debugger:
             self._watch_step_hook = self.uc.hook_add(UC_HOOK_CODE, self._after_watch)
             self.m.mem.write_observers.append(self._on_host_write)
         self.uc.ctl_flush_tb()
+        # Stores through TLB entries already made dirty (hv/codepages.py) would skip the
+        # write hook: a fresh TLB starts every entry on the slow path again.
+        codepages.flush_tlb(self.uc)
 
     def remove_watchpoint(self, address: int, length: int, kind: str = "w") -> bool:
         handle = self.watchpoints.pop((address & 0xFFFFFFFF, length, kind), None)
@@ -283,3 +291,17 @@ class Debugger:
             self.remove_breakpoint(address)
         for key in list(self.watchpoints):
             self.remove_watchpoint(*key)
+
+    # -- memory writes for debuggers (added for the gdb stub and the monitor) -----------------
+    def poke(self, linear: int, data: bytes) -> None:
+        """Write guest memory at ``linear`` for a debugger user (gdb's M/X packets). Not a
+        guest or device write: watchpoints over it stay quiet, as on hardware, where a
+        debugger's own writes never trip a debug register. GuestFault if unmapped."""
+        observing = self._on_host_write in self.m.mem.write_observers
+        if observing:
+            self.m.mem.write_observers.remove(self._on_host_write)
+        try:
+            self.vcpu.write_linear(linear & 0xFFFFFFFF, data)
+        finally:
+            if observing:
+                self.m.mem.write_observers.append(self._on_host_write)

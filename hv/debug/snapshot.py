@@ -97,6 +97,11 @@ def disk_identity(path: str) -> dict:
 
 
 # -- save -------------------------------------------------------------------------------------
+def _deadline(timer) -> int | None:
+    # [device-state helper] a clock Timer's absolute deadline, None when not armed
+    return None if timer is None or timer.cancelled else timer.deadline
+
+
 def save(machine: "Machine", path: str | os.PathLike) -> dict:
     """Write ``machine``'s state to ``path`` (between slices: on the vCPU thread, or while
     the machine is not running). Returns the metadata written."""
@@ -106,12 +111,24 @@ def save(machine: "Machine", path: str | os.PathLike) -> dict:
         if spec is not None and spec.snapshot:
             raise SnapshotError(f"--{slot} {spec.path} is attached with snapshot: its writes "
                                 "live in a temporary overlay a snapshot cannot refer to")
+    # [device-state helper] What the fast path deferred (doorbells, buffered serial output)
+    # happens before the devices are read; every disk's completed writes reach its file
+    # (an overlay's allocation table lives in memory until flushed) before its identity
+    # is recorded.
+    machine.vcpu.fast.service()
+    try:
+        machine.disks.flush()
+    except OSError as e:                          # DiskError is one
+        raise SnapshotError(f"cannot flush the disks before the snapshot: {e}") from None
     devices = {}
     for dev in machine.devices:
         state = getattr(dev, "state", None)
         if state is None:
             raise SnapshotError(f"the {dev.name} device cannot be saved yet (no state())")
-        devices[dev.name] = state()
+        try:
+            devices[dev.name] = state()
+        except ValueError as e:                   # a device that cannot be saved says why
+            raise SnapshotError(str(e)) from None
     vcpu, uc = machine.vcpu, machine.vcpu.uc
     ctx = uc.context_save()
     blob = ctypes.string_at(ctypes.cast(ctx.context, ctypes.c_void_p).value + CTX_HEADER,
@@ -129,6 +146,8 @@ def save(machine: "Machine", path: str | os.PathLike) -> dict:
                                  getattr(fast, "skip_ns", 0))},
         "devices": devices,
         "bios_state": machine.bios_state,
+        # [device-state helper] hv's own periodic timer: where the vCPU stops depends on it.
+        "host_timers": {"housekeeping": _deadline(machine._housekeeping_timer)},
     }
     body = json.dumps(_encode(meta), separators=(",", ":")).encode()
     ram_off = -(-(HEADER_SIZE + len(body)) // PAGE) * PAGE
@@ -242,7 +261,17 @@ def apply(machine: "Machine", meta: dict, ram_copied: bool) -> None:
         state = meta["devices"].get(dev.name)
         if state is None:
             raise SnapshotError(f"the snapshot has no state for the {dev.name} device")
-        dev.load_state(state)
+        # [device-state helper] A damaged or foreign state is one line for the user.
+        try:
+            dev.load_state(state)
+        except (ValueError, TypeError, KeyError) as e:
+            raise SnapshotError(f"the snapshot's {dev.name} state cannot be loaded: {e}") from None
     machine.rearm_host_timers()
+    # [device-state helper] hv's periodic timer at its saved deadline, so the vCPU stops
+    # where it would have (a run after a restore repeats the run it continues).
+    saved = meta.get("host_timers", {}).get("housekeeping")
+    if isinstance(saved, int) and not isinstance(saved, bool) and saved >= 0:
+        machine._housekeeping_timer.cancel()
+        machine._housekeeping_timer = clock.at(saved, machine._housekeeping)
     if ram_copied:
         uc.ctl_flush_tb()

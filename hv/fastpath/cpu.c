@@ -768,6 +768,10 @@ void hv_io_check(uint8_t *env, uint32_t port, uint32_t size, uintptr_t ra) {
     hv_raise_err_ra(env, 13, 0, ra);
 }
 
+/* The stubs are assembly; C (and cffi's wrappers) see them through these prototypes. */
+void hv_inb(void); void hv_inw(void); void hv_inl(void);
+void hv_outb(void); void hv_outw(void); void hv_outl(void);
+
 #define IO_STUB(name, index, size)                                              \
     __asm__(".text\n.globl " #name "\n.type " #name ",@function\n" #name ":\n"  \
             "push %rdi\npush %rsi\npush %rdx\n"                                 \

@@ -30,6 +30,9 @@ import logging
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, Iterator
 
+from dataclasses import asdict, fields
+
+from hv.devices import state as st
 from hv.devices.base import Device, IrqLine, NullIrq
 from hv.memory import GuestMemoryError
 from hv.virtio import TRANSPORT_FEATURES, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, \
@@ -200,6 +203,81 @@ class VirtioMmio(Device):
     def reset(self) -> None:
         """Machine reset: same as the driver writing 0 to Status."""
         self._reset_device()
+
+    # ---- snapshots -------------------------------------------------------------------
+
+    def state(self) -> dict:
+        """The transport (status, feature words and selectors, queue selector, interrupt
+        status, config generation, why the device needs reset, the counters), every queue,
+        the IRQ level, and the device: its negotiated features, whether it was activated,
+        its config space and what its own ``state()`` returns."""
+        device = self.device
+        own = getattr(device, "state", None)
+        if own is None:
+            raise ValueError(f"the {self.name} device cannot be saved yet (no state())")
+        return st.versioned(
+            status=self.status, interrupt_status=self.interrupt_status,
+            device_features_sel=self.device_features_sel,
+            driver_features_sel=self.driver_features_sel, driver_features=self._driver_features,
+            queue_sel=self.queue_sel, shm_sel=self.shm_sel,
+            config_generation=self.config_generation, last_error=self.last_error,
+            last_rejected=self.last_rejected, errors=list(self.errors), stats=asdict(self.stats),
+            queues=[q.state() for q in self.queues], irq=st.line_level(self.irq_line),
+            device={"driver_features": device.driver_features, "activated": bool(device.queues),
+                    "config": bytes(device.config), "own": own()})
+
+    def load_state(self, state: dict) -> None:
+        """Everything as saved; the device is not activated again (its queues are handed
+        back as they were) and gets its own part through ``load_state``."""
+        who = self.name
+        st.check_version(state, who)
+        regs = {n: st.integer(state, n, who, 0, 0xFFFFFFFF)
+                for n in ("device_features_sel", "driver_features_sel", "queue_sel", "shm_sel",
+                          "config_generation", "interrupt_status")}
+        status = st.integer(state, "status", who, 0, 0xFF)
+        driver_features = st.integer(state, "driver_features", who)
+        if driver_features & ~self.offered:
+            raise ValueError(f"{who}: saved features {driver_features:#x} were not offered")
+        texts = {n: st.field(state, n, who) for n in ("last_error", "last_rejected")}
+        errors = st.field(state, "errors", who)
+        if any(t is not None and not isinstance(t, str) for t in texts.values()) or \
+                not isinstance(errors, list) or len(errors) > 16 or \
+                not all(isinstance(e, str) for e in errors):
+            raise ValueError(f"{who}: saved error texts are not text")
+        stats = st.field(state, "stats", who)
+        names = [f.name for f in fields(self.stats)]
+        if not isinstance(stats, dict) or set(stats) != set(names):
+            raise ValueError(f"{who}: saved stats are not the transport's counters")
+        counters = {n: st.integer(stats, n, who) for n in names}
+        queues = st.field(state, "queues", who)
+        if not isinstance(queues, list) or len(queues) != len(self.queues) or \
+                not all(isinstance(q, dict) for q in queues):
+            raise ValueError(f"{who}: saved queues are not this device's {len(self.queues)}")
+        dev = st.field(state, "device", who)
+        if not isinstance(dev, dict):
+            raise ValueError(f"{who}: saved device state is not a record")
+        dev_features = st.integer(dev, "driver_features", who)
+        activated = st.flag(dev, "activated", who)
+        config = st.blob(dev, "config", who, len(self.device.config))
+        irq = st.flag(state, "irq", who)
+        for q, saved in zip(self.queues, queues):
+            q.load_state(saved)
+        for name, value in regs.items():
+            setattr(self, name, value)
+        self.status, self._driver_features = status, driver_features
+        self.last_error, self.last_rejected = texts["last_error"], texts["last_rejected"]
+        self.errors = list(errors)
+        for name, value in counters.items():
+            setattr(self.stats, name, value)
+        device = self.device
+        device.driver_features = dev_features
+        device.queues = list(self.queues) if activated else []
+        device.config[:] = config
+        own = getattr(device, "load_state", None)
+        if own is None:
+            raise ValueError(f"the {self.name} device cannot be restored (no load_state())")
+        own(st.field(dev, "own", who))
+        st.restore_level(self.irq_line, irq)
 
     # ---- device-facing API -------------------------------------------------------
 

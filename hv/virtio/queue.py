@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from hv.devices import state as st
 from hv.memory import CONVENTIONAL_END, HIGH_BASE, GuestMemoryError
 
 if TYPE_CHECKING:
@@ -103,8 +104,13 @@ class Chain:
     def writable_len(self) -> int:
         return sum(n for _, n in self.writable)
 
-    def read_all(self) -> bytes:
-        """Every device-readable byte, in chain order."""
+    def read_all(self, limit: int) -> bytes:
+        """Every device-readable byte, in chain order. A chain may name up to 4 GiB
+        (the same RAM many times over), so the device says how much it takes at once:
+        a longer chain raises VirtqueueError and is never copied."""
+        if self.readable_len > limit:
+            raise VirtqueueError(f"chain {self.head}: {self.readable_len} readable bytes, "
+                                 f"more than the {limit} the device takes in one chain")
         return b"".join(self.mem.read(a, n) for a, n in self.readable)
 
     def read(self, offset: int, length: int) -> bytes:
@@ -207,6 +213,41 @@ class Virtqueue:
         self.signalled_used = 0        # used idx when we last decided about an interrupt
         self.popped = 0
         self.pushed = 0
+
+    # ---- snapshots ---------------------------------------------------------
+
+    _ADDRS = ("desc", "driver", "device")
+    _INDICES = ("next_avail", "next_used", "signalled_used")
+
+    def state(self) -> dict:
+        """Size, ring addresses, readiness, the negotiated EVENT_IDX / INDIRECT_DESC, the
+        free-running indices (the last avail seen, the next used, the used idx last
+        signalled) and the chain counters. The rings themselves are guest RAM."""
+        return {"num": self.num, "ready": self.ready, "event_idx": self.event_idx,
+                "indirect": self.indirect, **{n: getattr(self, n) for n in self._ADDRS},
+                **{n: getattr(self, n) for n in self._INDICES},
+                "popped": self.popped, "pushed": self.pushed}
+
+    def load_state(self, state: dict) -> None:
+        """Restore a saved queue; a ready one is validated again (its rings must lie in
+        this machine's RAM), else VirtqueueError."""
+        who = f"virtqueue {self.index}"
+        num = st.integer(state, "num", who, 0, 0xFFFFFFFF)
+        flags = {n: st.flag(state, n, who) for n in ("ready", "event_idx", "indirect")}
+        addrs = {n: st.integer(state, n, who) for n in self._ADDRS}
+        indices = {n: st.integer(state, n, who, 0, 0xFFFF) for n in self._INDICES}
+        counts = {n: st.integer(state, n, who) for n in ("popped", "pushed")}
+        self.reset()
+        self.num = num
+        for name, value in {**addrs, **indices, **counts}.items():
+            setattr(self, name, value)
+        self.event_idx, self.indirect = flags["event_idx"], flags["indirect"]
+        if flags["ready"]:
+            try:
+                self.validate()
+            except VirtqueueError as e:
+                raise ValueError(f"{who}: {e.reason}") from None
+        self.ready = flags["ready"]
 
     # ---- setup -------------------------------------------------------------
 

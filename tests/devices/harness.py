@@ -2,6 +2,10 @@
 and friends, a clock that only moves when told, and recorded IRQ lines."""
 from __future__ import annotations
 
+import signal
+import time
+from contextlib import contextmanager
+
 from hv.devices.base import Device, RecordingIrq
 from hv.bus import PortBus
 from hv.clock import Clock
@@ -39,4 +43,30 @@ class Harness:
         return self.bus.read(port, 2)
 
 
-__all__ = ["Harness", "ManualClock", "RecordingIrq"]
+class DeviceHang(AssertionError):
+    """A device call did not return within its time limit (a loop that never ends)."""
+
+
+@contextmanager
+def time_limit(seconds: float):
+    """Fail with DeviceHang if the body runs longer than ``seconds``.
+
+    For property tests: pytest-timeout's one alarm per test cannot stop Hypothesis from
+    replaying a hanging example while it shrinks, so each example gets its own alarm.
+    The per-test alarm pytest-timeout set (if any) is re-armed afterwards."""
+    def on_alarm(signum, frame):
+        raise DeviceHang(f"a device call did not return within {seconds:g} s")
+    outer_handler = signal.signal(signal.SIGALRM, on_alarm)
+    outer_left, _ = signal.getitimer(signal.ITIMER_REAL)
+    start = time.monotonic()
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, outer_handler)
+        if outer_left:
+            signal.setitimer(signal.ITIMER_REAL, max(outer_left - (time.monotonic() - start), 0.001))
+
+
+__all__ = ["DeviceHang", "Harness", "ManualClock", "RecordingIrq", "time_limit"]

@@ -1,17 +1,19 @@
 """virtio-console (one port) driven at the register and ring level by the mock driver."""
 from __future__ import annotations
 
+import tracemalloc
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hv.devices.base import RecordingIrq
-from hv.devices.console_virtio import (RECEIVEQ0, TRANSMITQ0, VIRTIO_CONSOLE_F_EMERG_WRITE,
+from hv.devices.console_virtio import (RECEIVEQ0, TRANSMITQ0, TX_CHAIN_MAX, VIRTIO_CONSOLE_F_EMERG_WRITE,
                                     VIRTIO_CONSOLE_F_MULTIPORT, VIRTIO_CONSOLE_F_SIZE, VirtioConsole)
 from hv.memory import GuestMemory, MiB
 from hv.virtio import TRANSPORT_FEATURES, VIRTIO_F_EVENT_IDX, Status, VirtioMmio
 from hv.virtio import mmio as R
-from hv.virtio.queue import ram_ranges
+from hv.virtio.queue import VIRTQ_DESC_F_NEXT, ram_ranges
 from hv.virtio.testing import MockDriver
 
 BASE = 0xD2000
@@ -235,6 +237,45 @@ def test_receive_after_needs_reset_is_held_not_raised(rig):
 
 
 # ---- hostile input -------------------------------------------------------------------------
+
+def chain_of(tx, pieces):
+    """A transmit chain of raw descriptors: (addr, len) each, linked in order from 0."""
+    for i, (addr, n) in enumerate(pieces):
+        tx.write_desc(i, addr, n, VIRTQ_DESC_F_NEXT if i + 1 < len(pieces) else 0, i + 1)
+    tx.publish(0)
+
+
+def test_a_transmit_chain_naming_256_mib_of_one_range_needs_reset_and_is_never_copied(rig):
+    _, tx = rig.live()
+    chain_of(tx, [(0x100000, 0x100000)] * 256)      # 1 MiB of RAM, named 256 times
+    tracemalloc.start()
+    try:
+        rig.drv.kick(TRANSMITQ0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert rig.t.status & Status.DEVICE_NEEDS_RESET
+    assert str(TX_CHAIN_MAX) in rig.t.last_error
+    assert rig.output == b"" and rig.dev.tx_bytes == 0
+    assert peak < 4 * MiB, f"{peak} bytes of host memory for a refused chain"
+
+
+def test_a_transmit_chain_of_exactly_the_limit_is_sent_whole(rig):
+    _, tx = rig.live()
+    data = bytes(range(256)) * (TX_CHAIN_MAX // 256 // 2)
+    rig.mem.write(0x100000, data)
+    chain_of(tx, [(0x100000, len(data)), (0x100000, len(data))])
+    rig.drv.kick(TRANSMITQ0)
+    assert not rig.t.status & Status.DEVICE_NEEDS_RESET
+    assert rig.output == data + data and rig.dev.tx_bytes == TX_CHAIN_MAX
+
+
+def test_a_transmit_chain_one_byte_over_the_limit_needs_reset_and_sends_nothing(rig):
+    _, tx = rig.live()
+    chain_of(tx, [(0x100000, TX_CHAIN_MAX), (0x100000, 1)])
+    rig.drv.kick(TRANSMITQ0)
+    assert rig.t.status & Status.DEVICE_NEEDS_RESET and rig.output == b""
+
 
 @settings(max_examples=200, deadline=None)
 @given(ops=st.lists(st.tuples(st.integers(0, 0x1FF), st.sampled_from([1, 2, 4]),

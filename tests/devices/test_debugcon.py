@@ -60,22 +60,39 @@ def test_device_names_and_ports():
     assert (post.name, post.ports[0].base) == ("post", 0x80)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.sampled_from([0x80, 0xE9]), st.sampled_from([1, 2, 4]),
                           st.integers(0, 0xFFFFFFFF)), max_size=30))
-def test_random_port_accesses_never_raise(ops):
-    h, _, post, _ = make()
+def test_random_port_accesses_print_low_bytes_and_keep_the_last_post_code(ops):
+    h, con, post, out = make()
+    printed, codes = bytearray(), []
     for is_write, port, size, value in ops:
+        value &= (1 << 8 * size) - 1
+        dev = con if port == 0xE9 else post
         if is_write:
-            h.bus.write(port, size, value & ((1 << (8 * size)) - 1))
+            h.bus.write(port, size, value)
+            (printed if port == 0xE9 else codes).append(value & 0xFF)   # the low byte only
         else:
-            assert 0 <= h.bus.read(port, size) < (1 << (8 * size))
-    assert len(post.codes) <= 256
+            got = dev.read(0, size)              # the device's own answer
+            low = 0xE9 if port == 0xE9 else post.last
+            assert got == ((1 << 8 * size) - 1) & ~0xFF | low
+    assert bytes(out) == bytes(printed)
+    assert list(post.codes) == codes[-256:] and post.last == (codes[-1] if codes else 0)
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.integers(-4, 8), st.sampled_from([0, 1, 2, 4]), st.integers(0, 2**64))
-def test_direct_calls_with_any_offset_and_size_never_raise(off, size, value):
-    for dev in (DebugConsole(sink=lambda b: None), PostCode()):
+def test_accesses_at_any_offset_other_than_zero_print_nothing_and_read_all_ones(off, size, value):
+    out = bytearray()
+    con, post = DebugConsole(sink=out.extend), PostCode()
+    for dev in (con, post):
         dev.write(off, size, value)
-        dev.read(off, size)
+        got = dev.read(off, size)
+        ones = (1 << (8 * size)) - 1 if size > 0 else 0
+        if off != 0 or size == 0:
+            assert got == ones
+        else:
+            assert got & ~0xFF == ones & ~0xFF
+    written = off == 0 and size > 0
+    assert bytes(out) == (bytes([value & 0xFF]) if written else b"")
+    assert list(post.codes) == ([value & 0xFF] if written else [])

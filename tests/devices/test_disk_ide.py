@@ -219,7 +219,9 @@ def test_sector_count_zero_means_256_sectors(ide):
     h, _, irq = ide
     lba_command(h, 0x20, 0, 0)
     blocks = 0
-    while h.inb(STATUS) & DRQ:
+    for _ in range(300):                        # bounded: a DRQ that never drops fails
+        if not h.inb(STATUS) & DRQ:
+            break
         read_words(h)
         blocks += 1
     assert blocks == 256 and irq.edges == 256
@@ -274,6 +276,72 @@ def test_a_read_running_off_the_end_fails_at_the_first_missing_sector(ide):
     read_words(h)
     assert h.inb(STATUS) & ERR and h.inb(ERROR) == IDNF
     assert h.inb(LBA_LOW) | h.inb(LBA_MID) << 8 == last + 1
+
+
+# ---- the last sector, from both directions ---------------------------------------
+
+def test_the_last_sector_reads_back_its_data_without_error(ide, image):
+    h, ch, irq = ide
+    last = ch.drives[0].sectors - 1
+    lba_command(h, 0x20, last, 1)
+    assert h.inb(STATUS) == READY | DRQ and irq.edges == 1
+    assert read_words(h) == file_sectors(image, last, 1)
+    assert h.inb(STATUS) == READY
+    assert h.inb(LBA_LOW) | h.inb(LBA_MID) << 8 == last + 1
+
+
+def test_a_read_ending_exactly_at_the_last_sector_completes(ide, image):
+    h, ch, _ = ide
+    last = ch.drives[0].sectors - 1
+    lba_command(h, 0x20, last - 3, 4)
+    data = b"".join(read_words(h) for _ in range(4))
+    assert data == file_sectors(image, last - 3, 4)
+    assert h.inb(STATUS) == READY and h.inb(ERROR) == 0
+
+
+def test_the_last_sector_takes_a_write(ide, image):
+    h, ch, irq = ide
+    last = ch.drives[0].sectors - 1
+    data = pattern(1, seed=31)
+    lba_command(h, 0x30, last, 1)
+    assert h.inb(ALT_STATUS) == READY | DRQ
+    write_words(h, data)
+    assert h.inb(STATUS) == READY and irq.edges == 1
+    h.outb(COMMAND, 0xE7)
+    assert file_sectors(image, last, 1) == data
+
+
+def test_a_write_multiple_ending_exactly_at_the_last_sector_completes(ide, image):
+    h, ch, _ = ide
+    last = ch.drives[0].sectors - 1
+    h.outb(COUNT, 4)
+    h.outb(COMMAND, 0xC6)
+    data = pattern(4, seed=8)
+    lba_command(h, 0xC5, last - 3, 4)
+    write_words(h, data)
+    assert h.inb(STATUS) == READY
+    h.outb(COMMAND, 0xE7)
+    assert file_sectors(image, last - 3, 4) == data
+
+
+@pytest.mark.parametrize("command", [0x20, 0x30, 0x40, 0xC4, 0xC5])
+def test_the_first_sector_past_the_end_is_refused_with_err_and_idnf(ide, command):
+    h, ch, irq = ide
+    end = ch.drives[0].sectors
+    h.outb(COUNT, 4)
+    h.outb(COMMAND, 0xC6)                     # multiple mode, for C4h/C5h
+    h.inb(STATUS)
+    lba_command(h, command, end, 1)
+    assert h.inb(ALT_STATUS) == DRDY | ERR     # no DRQ: not a byte moves
+    assert h.inb(ERROR) == IDNF
+    assert irq.level
+    assert h.inb(LBA_LOW) | h.inb(LBA_MID) << 8 == end
+
+
+def test_the_verify_of_the_last_sector_succeeds(ide):
+    h, ch, _ = ide
+    lba_command(h, 0x40, ch.drives[0].sectors - 1, 1)
+    assert h.inb(STATUS) == READY and h.inb(ERROR) == 0
 
 
 def test_a_host_read_error_reports_unc(ide, monkeypatch):
@@ -404,7 +472,9 @@ def test_read_multiple_transfers_a_block_per_interrupt(ide, image):
     lba_command(h, 0xC4, 0, 10)
     data = b""
     blocks = 0
-    while h.inb(STATUS) & DRQ:
+    for _ in range(10):
+        if not h.inb(STATUS) & DRQ:
+            break
         blocks += 1
         data += read_words(h, 256 * min(4, 10 - 4 * (blocks - 1)))
     assert blocks == 3 and irq.edges == 1 + 3      # SET MULTIPLE's interrupt, then one per block
@@ -599,18 +669,38 @@ def test_stats_count_commands_and_sectors(ide):
 PORTS = list(range(0x1F0, 0x1F8)) + [0x3F6]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def check_channel(ch, irq):
+    """The ATA protocol's invariants on the selected drive's registers."""
+    u = ch._cur
+    status = u.status
+    in_data_phase = u.pos < (u.rd_end or u.wr_end)
+    if u.present:
+        assert bool(status & DRQ) == in_data_phase          # DRQ exactly while data is due
+        assert not status & BSY or ch.control & SRST          # BSY only while reset is held
+        assert not status & ERR or u.error                    # an error says which
+        assert not (status & ERR and status & DRQ)
+    else:
+        assert status == 0 and not in_data_phase
+    assert irq.level == (u.pending and not ch.control & NIEN)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=st.lists(st.tuples(st.sampled_from(PORTS), st.sampled_from([1, 2, 4]),
                               st.booleans(), st.integers(0, 0xFFFFFFFF)), max_size=60))
-def test_random_register_accesses_never_raise(ide, ops):
-    h, ch, _ = ide
+def test_random_register_accesses_keep_drq_bsy_err_and_intrq_consistent(ide, ops):
+    h, ch, irq = ide
     for port, size, is_write, value in ops:
         value &= (1 << (8 * size)) - 1
         if is_write:
             h.bus.write(port, size, value)
         else:
-            assert 0 <= h.bus.read(port, size) < 1 << (8 * size)
+            off = port - 0x1F0 if port != ALT_STATUS else 8
+            got = ch.read(off, size)                  # the device's own answer
+            assert 0 <= got < 1 << (8 * size)
+        check_channel(ch, irq)
     ch.reset()
+    check_channel(ch, irq)
+    assert h.inb(STATUS) == READY
 
 
 COMMANDS = [0x20, 0x21, 0x30, 0x31, 0x40, 0x41, 0xC4, 0xC5, 0xC6, 0xE7, 0x91, 0x90, 0xA1,
@@ -619,7 +709,7 @@ COMMANDS = [0x20, 0x21, 0x30, 0x31, 0x40, 0x41, 0xC4, 0xC5, 0xC6, 0xE7, 0x91, 0x
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_random_command_sequences_never_raise_or_write_outside_the_image(tmp_path_factory, data):
+def test_random_command_sequences_keep_the_protocol_and_write_only_inside_the_image(tmp_path_factory, data):
     path = tmp_path_factory.mktemp("ide") / "small.img"
     path.write_bytes(bytes(4 * SECTOR))
     disk = Disk(path, "hd")
@@ -630,7 +720,9 @@ def test_random_command_sequences_never_raise_or_write_outside_the_image(tmp_pat
         writes.append((lba, len(buf) // SECTOR))
         return real_write(lba, buf)
     disk.write = checked_write
-    h = Harness(IdeChannel(RecordingIrq(), (disk, None)))
+    irq = RecordingIrq()
+    ch = IdeChannel(irq, (disk, None))
+    h = Harness(ch)
     byte = st.integers(0, 255)
     for _ in range(data.draw(st.integers(1, 8))):
         for port in (FEATURES, COUNT, LBA_LOW, LBA_MID, LBA_HIGH, DEVICE):
@@ -638,12 +730,14 @@ def test_random_command_sequences_never_raise_or_write_outside_the_image(tmp_pat
                 h.outb(port, data.draw(byte))
         h.outb(COMMAND, data.draw(st.sampled_from(COMMANDS) | byte))
         for _ in range(data.draw(st.integers(0, 600))):
+            check_channel(ch, irq)
             if h.inb(ALT_STATUS) & DRQ == 0:
                 break
             if data.draw(st.booleans()):
                 h.inw(DATA)
             else:
                 h.outw(DATA, 0xA5A5)
+        check_channel(ch, irq)
         h.inb(STATUS)
     disk.close()
     assert all(0 <= lba and lba + n <= disk.sectors for lba, n in writes)

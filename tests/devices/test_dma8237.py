@@ -1,10 +1,13 @@
 import pytest
-from hypothesis import given, settings
+from hypothesis import Phase, event, given, settings
 from hypothesis import strategies as st
 
 from hv.devices.dma8237 import Dma8237
 from hv.memory import GuestMemory, GuestMemoryError
-from tests.devices.harness import Harness
+from tests.devices.harness import Harness, time_limit
+
+# A device loop that never reaches terminal count must fail the test, not hang the run.
+pytestmark = pytest.mark.timeout(5)
 
 MiB = 1 << 20
 # Mode register values for channel 2: single mode, write (device->memory) / read.
@@ -125,6 +128,70 @@ def test_transfer_shorter_than_count_leaves_address_and_count_advanced():
     assert not dma.terminal_count(2)
 
 
+def test_count_zero_transfers_exactly_one_byte_then_reaches_terminal_count():
+    dma, h, mem = make()
+    program(h, 2, 0x1000, 0, MODE_WRITE_CH2)
+    assert dma.write_to_memory(2, b"AB") == 1
+    assert mem.read(0x1000, 2) == b"A\0"
+    state = dma.channel_state(2)
+    assert (state["address"], state["count"]) == (0x1001, 0xFFFF)
+    assert dma.terminal_count(2) and dma.masked(2)
+
+
+def test_count_zero_read_transfer_delivers_one_byte():
+    dma, h, mem = make()
+    mem.write(0x2000, b"xyz")
+    program(h, 2, 0x2000, 0, MODE_READ_CH2)
+    assert dma.read_from_memory(2, 3) == b"x"
+    assert dma.terminal_count(2)
+
+
+def test_count_ffff_transfers_the_whole_64k_page_and_wraps_the_address():
+    dma, h, mem = make()
+    data = bytes(i * 7 & 0xFF for i in range(0x10000)) + b"extra"
+    program(h, 2, 0x20000, 0xFFFF, MODE_WRITE_CH2)
+    assert dma.write_to_memory(2, data) == 0x10000
+    assert mem.read(0x20000, 0x10000) == data[:0x10000]
+    assert mem.read(0x30000, 5) == bytes(5)
+    state = dma.channel_state(2)
+    assert (state["address"], state["count"]) == (0x20000, 0xFFFF)
+    assert dma.terminal_count(2)
+
+
+def test_count_ffff_in_pieces_reaches_terminal_count_only_with_the_last_byte():
+    dma, h, mem = make()
+    program(h, 2, 0x40000, 0xFFFF, MODE_WRITE_CH2)
+    assert dma.write_to_memory(2, bytes(0xFFFF)) == 0xFFFF
+    assert not dma.terminal_count(2) and dma.channel_state(2)["count"] == 0
+    assert dma.write_to_memory(2, b"z" * 4) == 1
+    assert dma.terminal_count(2) and mem.read(0x4FFFF, 1) == b"z"
+
+
+def test_word_channel_count_ffff_moves_128_kib():
+    dma, h, mem = make()
+    h.outb(0xD4, 0x04 | 1)
+    h.outb(0xD6, 0x44 | 1)
+    h.outb(0xD8, 0)
+    h.outb(0xC4, 0x00)
+    h.outb(0xC4, 0x00)
+    h.outb(0x8B, 0x02)                    # 0x20000
+    h.outb(0xC6, 0xFF)
+    h.outb(0xC6, 0xFF)
+    h.outb(0xD4, 1)
+    assert dma.write_to_memory(5, b"\x11" * 0x20002) == 0x20000
+    assert mem.read(0x20000, 0x20000) == b"\x11" * 0x20000
+    assert dma.terminal_count(5)
+
+
+def test_autoinitialize_with_count_zero_moves_one_byte_per_cycle_and_stays_unmasked():
+    dma, h, mem = make()
+    program(h, 2, 0x3000, 0, MODE_WRITE_CH2 | 0x10)
+    assert dma.write_to_memory(2, b"abc") == 1
+    assert dma.write_to_memory(2, b"def") == 1
+    assert mem.read(0x3000, 2) == b"d\0"
+    assert not dma.masked(2)
+
+
 def test_autoinitialize_reloads_base_address_and_count_at_tc():
     dma, h, _ = make()
     program(h, 2, 0x1000, 1, MODE_WRITE_CH2 | 0x10)
@@ -150,6 +217,40 @@ def test_address_wraps_inside_the_64k_page():
     assert mem.read(0x40000, 2) == b"\0\0"
 
 
+def test_a_write_transfer_into_the_bios_rom_is_dropped_but_counts_as_done():
+    dma, h, mem = make()
+    rom = bytes(range(256)) * 2
+    mem.write(0xF0000, rom)
+    program(h, 2, 0xF0000, 0x1FF, MODE_WRITE_CH2)
+    assert dma.write_to_memory(2, b"\xee" * 0x200) == 0x200
+    assert mem.read(0xF0000, 0x200) == rom
+    state = dma.channel_state(2)
+    assert (state["address"], state["count"]) == (0xF0200, 0xFFFF) and dma.terminal_count(2)
+
+
+def test_a_word_channel_transfer_into_option_rom_space_leaves_it_unchanged():
+    dma, h, mem = make()
+    mem.write(0xC0000, b"\x55\xaa" * 8)
+    h.outb(0xD4, 0x04 | 1)
+    h.outb(0xD6, 0x44 | 1)
+    h.outb(0xD8, 0)
+    h.outb(0xC4, 0x00)
+    h.outb(0xC4, 0x00)
+    h.outb(0x8B, 0x0C)                    # 0xC0000
+    h.outb(0xC6, 7)
+    h.outb(0xC6, 0)
+    h.outb(0xD4, 1)
+    assert dma.write_to_memory(5, b"\x11" * 16) == 16
+    assert mem.read(0xC0000, 16) == b"\x55\xaa" * 8
+
+
+def test_the_bytes_below_the_rom_window_still_land():
+    dma, h, mem = make()
+    program(h, 2, 0xBFFF0, 0x1F, MODE_WRITE_CH2)      # wraps inside page 0x0B: all RAM
+    assert dma.write_to_memory(2, b"\x77" * 0x20) == 0x20
+    assert mem.read(0xBFFF0, 0x10) == b"\x77" * 0x10 and mem.read(0xB0000, 0x10) == b"\x77" * 0x10
+
+
 def test_read_transfer_delivers_memory_bytes_to_the_device():
     dma, h, mem = make()
     mem.write(0x5000, b"hello")
@@ -171,6 +272,199 @@ def test_disabled_controller_transfers_nothing():
     program(h, 2, 0x1000, 9, MODE_WRITE_CH2)
     h.outb(0x08, 0x04)
     assert dma.write_to_memory(2, b"abc") == 0
+
+
+def test_request_register_bits_show_in_status_bits_4_to_7():
+    dma, h, _ = make()
+    h.outb(0x09, 0x04 | 2)                # request channel 2
+    h.outb(0x09, 0x04 | 0)                # and channel 0
+    assert h.inb(0x08) == 0x50
+    h.outb(0x09, 0x00 | 2)                # clear channel 2's request
+    assert h.inb(0x08) == 0x10
+
+
+def test_command_bits_other_than_controller_disable_do_not_stop_transfers():
+    dma, h, _ = make()
+    program(h, 2, 0x1000, 9, MODE_WRITE_CH2)
+    h.outb(0x08, 0xFB)                    # every command bit but CONTROLLER_DISABLE (bit 2)
+    assert dma.write_to_memory(2, b"abc") == 3
+
+
+def test_a_channel_in_cascade_mode_transfers_nothing():
+    dma, h, mem = make()
+    program(h, 2, 0x1000, 9, 0xC2)        # cascade, channel 2
+    assert dma.write_to_memory(2, b"abc") == 0 and dma.read_from_memory(2, 3) == b""
+    assert mem.writes == []
+
+
+@pytest.mark.parametrize("channel,page_port", [(0, 0x87), (1, 0x83), (2, 0x81), (3, 0x82),
+                                               (5, 0x8B), (6, 0x89), (7, 0x8A)])
+def test_each_channel_takes_its_high_address_bits_from_its_own_page_register(channel, page_port):
+    dma, h, _ = make()
+    for port in range(0x81, 0x90):
+        h.outb(port, 0x00)
+    h.outb(page_port, 0x2B)
+    expected = 0x2B0000 if channel < 4 else 0x2A0000     # word channels ignore the page's bit 0
+    assert dma.channel_state(channel)["address"] == expected
+
+
+def test_the_device_is_dma_on_ports_0_to_f_81_to_8f_and_c0_to_df():
+    dma, h, _ = make()
+    assert dma.name == "dma"
+    assert [(r.base, r.length, r.bias) for r in dma.ports] == [(0x00, 0x10, 0x00), (0x81, 0x0F, 0x81),
+                                                               (0xC0, 0x20, 0xC0)]
+
+
+def test_power_on_registers_read_zero_and_no_channel_has_reached_terminal_count():
+    dma, h, _ = make()
+    assert [h.inb(p) for p in (0x00, 0x00, 0x01, 0x01, 0x08, 0x0D)] == [0] * 6
+    assert not any(dma.terminal_count(c) for c in range(8))
+    assert dma.terminal_count(2) is False
+
+
+def test_master_clear_restarts_the_flip_flop_and_clears_requests_and_temp():
+    dma, h, _ = make()
+    h.outb(0x04, 0x99)                    # flip-flop now at the high byte
+    h.outb(0x09, 0x04 | 1)                # a request
+    h.outb(0x0D, 0)                       # master clear
+    assert h.inb(0x08) == 0 and h.inb(0x0D) == 0
+    h.outb(0x04, 0x34)
+    h.outb(0x04, 0x12)
+    assert dma.channel_state(2)["address"] & 0xFFFF == 0x1234
+
+
+def test_reads_and_writes_share_one_byte_pointer_flip_flop():
+    dma, h, _ = make()
+    h.outb(0x0C, 0)
+    h.outb(0x04, 0x34)
+    h.outb(0x04, 0x12)                    # address 0x1234, pointer back at the low byte
+    assert h.inb(0x04) == 0x34            # low; pointer -> high
+    h.outb(0x04, 0x56)                    # this write goes to the high byte
+    assert h.inb(0x04) == 0x34            # low again
+    assert h.inb(0x04) == 0x56
+    assert h.inb(0x04) == 0x34            # and the pointer keeps alternating
+
+
+def test_a_low_byte_write_replaces_all_eight_low_bits():
+    dma, h, _ = make()
+    program(h, 2, 0xFFFF, 0xFFFF, MODE_WRITE_CH2, page_port=0x81)
+    h.outb(0x0C, 0)
+    h.outb(0x04, 0x00)
+    h.outb(0x04, 0x00)
+    h.outb(0x05, 0x00)
+    h.outb(0x05, 0x00)
+    assert (dma.channel_state(2)["address"] & 0xFFFF, dma.channel_state(2)["count"]) == (0, 0)
+
+
+def test_single_mask_register_sets_one_mask_bit_and_keeps_the_others():
+    dma, h, _ = make()
+    h.outb(0x0F, 0x01)
+    h.outb(0x0A, 0x04 | 2)
+    assert h.inb(0x0F) & 0x0F == 0x05
+
+
+def test_auto_initialize_reloads_the_base_registers_even_when_only_one_was_written():
+    dma, h, mem = make()
+    h.outb(0x0B, 0x56)                    # ch 2: single, auto-init, write
+    h.outb(0x0C, 0)
+    h.outb(0x05, 1)                       # count 1 only: the base address stays 0
+    h.outb(0x05, 0)
+    h.outb(0x81, 0x03)
+    h.outb(0x0A, 0x02)
+    assert dma.write_to_memory(2, b"ab") == 2
+    state = dma.channel_state(2)
+    assert (state["address"], state["count"]) == (0x30000, 1)
+
+
+def test_channel_0_and_channel_5_registers_read_back_through_their_ports():
+    dma, h, _ = make()
+    h.outb(0x0C, 0)
+    for port, value in ((0x00, 0x1234), (0x01, 0x5678)):
+        h.outb(port, value & 0xFF)
+        h.outb(port, value >> 8)
+    h.outb(0xD8, 0)
+    for port, value in ((0xC4, 0x9ABC), (0xC6, 0xDEF0)):
+        h.outb(port, value & 0xFF)
+        h.outb(port, value >> 8)
+    h.outb(0x0C, 0)
+    assert [h.inb(0x00), h.inb(0x00), h.inb(0x01), h.inb(0x01)] == [0x34, 0x12, 0x78, 0x56]
+    h.outb(0xD8, 0)
+    assert [h.inb(0xC4), h.inb(0xC4), h.inb(0xC6), h.inb(0xC6)] == [0xBC, 0x9A, 0xF0, 0xDE]
+    h.outb(0xC0, 0x11)                        # channel 4 (the cascade) has registers too
+    h.outb(0xD8, 0)
+    assert h.inb(0xC0) == 0x11
+
+
+def test_after_reset_dma2_masks_read_fe_and_channel_4_cascades():
+    dma, h, _ = make()
+    assert h.inb(0xDE) == 0xFE
+    assert dma.channel_state(4)["mode"] == 0xC0 and not dma.masked(4)
+
+
+def test_channel_numbers_outside_0_to_7_and_the_cascade_move_nothing():
+    dma, h, _ = make()
+    h.outb(0xD6, 0x44)                        # channel 4 made an ordinary write channel
+    h.outb(0xD4, 0x00)
+    for channel in (-1, 4, 8, 9):
+        assert dma.write_to_memory(channel, b"abc") == 0
+        assert dma.terminal_count(channel) is False
+    assert dma.masked(8) and dma.masked(-1)
+
+
+def test_channel_0_reaches_terminal_count_and_can_be_unmasked():
+    dma, h, mem = make()
+    program(h, 0, 0x1000, 0, 0x44, page_port=0x87)
+    assert not dma.masked(0)
+    assert dma.write_to_memory(0, b"q") == 1 and dma.terminal_count(0)
+
+
+def test_one_byte_transfers_work_and_an_empty_one_leaves_terminal_count_alone():
+    dma, h, mem = make()
+    program(h, 2, 0x1000, 0, MODE_WRITE_CH2 | 0x10)      # auto-init: stays unmasked
+    assert dma.write_to_memory(2, b"z") == 1 and dma.terminal_count(2)
+    assert dma.write_to_memory(2, b"") == 0
+    assert dma.terminal_count(2)
+
+
+def test_transfer_moves_data_in_the_direction_its_arguments_say():
+    dma, h, mem = make()
+    program(h, 2, 0x6000, 3, MODE_WRITE_CH2)
+    assert dma.transfer(2, b"wxyz", 0) == 4 and mem.read(0x6000, 4) == b"wxyz"
+    program(h, 2, 0x6000, 3, MODE_READ_CH2)
+    assert dma.transfer(2, None, 4) == b"wxyz"
+
+
+def test_channel_state_reports_base_registers_and_mode():
+    dma, h, _ = make()
+    program(h, 2, 0x1234, 0x20, MODE_WRITE_CH2)
+    dma.write_to_memory(2, b"ab")
+    state = dma.channel_state(2)
+    assert (state["base_address"], state["base_count"], state["mode"]) == (0x1234, 0x20, 0x44)
+
+
+def test_decrement_mode_wraps_from_address_0_to_ffff_inside_the_page():
+    dma, h, mem = make()
+    program(h, 2, 0x50001, 3, MODE_WRITE_CH2 | 0x20)
+    assert dma.write_to_memory(2, b"ABCD") == 4
+    assert mem.read(0x50000, 2) == b"BA" and mem.read(0x5FFFE, 2) == b"DC"
+
+
+def test_a_transfer_that_wraps_the_address_counts_only_what_it_moved():
+    dma, h, mem = make()
+    program(h, 2, 0x3FFFE, 100, MODE_WRITE_CH2)
+    assert dma.write_to_memory(2, b"WXYZ") == 4
+    assert dma.channel_state(2)["count"] == 96
+
+
+def test_auto_initialize_reloads_a_count_of_zero_when_only_the_address_was_written():
+    dma, h, mem = make()
+    h.outb(0x0B, 0x56)
+    h.outb(0x0C, 0)
+    h.outb(0x04, 0x00)
+    h.outb(0x04, 0x70)                     # address 0x7000 only; the count stays 0
+    h.outb(0x0A, 0x02)
+    assert dma.write_to_memory(2, b"xy") == 1
+    assert dma.channel_state(2)["count"] == 0
 
 
 def test_master_clear_masks_every_channel():
@@ -235,28 +529,110 @@ def test_word_write_to_an_8bit_port_is_two_byte_cycles():
 
 
 PORTS = list(range(0x00, 0x10)) + list(range(0x81, 0x90)) + list(range(0xC0, 0xE0))
+NO_SHRINK = [Phase.explicit, Phase.reuse, Phase.generate]   # a hanging example is not replayed
 
 
-@settings(max_examples=300, deadline=None)
+def program_any(h, channel, addr, count, mode, page):
+    """Program any channel as a driver does: mask, mode, flip-flop, address, page, count, unmask."""
+    k = channel & 3
+    if channel < 4:
+        mask, mode_port, ff, addr_port, count_port = 0x0A, 0x0B, 0x0C, 2 * k, 2 * k + 1
+    else:
+        mask, mode_port, ff, addr_port, count_port = 0xD4, 0xD6, 0xD8, 0xC0 + 4 * k, 0xC2 + 4 * k
+    h.outb(mask, 0x04 | k)
+    h.outb(mode_port, mode)
+    h.outb(ff, 0)
+    h.outb(addr_port, addr & 0xFF)
+    h.outb(addr_port, addr >> 8)
+    h.outb({0: 0x87, 1: 0x83, 2: 0x81, 3: 0x82, 5: 0x8B, 6: 0x89, 7: 0x8A}[channel], page)
+    h.outb(count_port, count & 0xFF)
+    h.outb(count_port, count >> 8)
+    h.outb(mask, k)
+
+
+def expected_transfer(dma, channel, length):
+    """What the 8237 does with a request for ``length`` bytes on ``channel``, from the
+    datasheet: (bytes moved, whether it reaches terminal count, real or pseudo)."""
+    ctl = dma.dma1 if channel < 4 else dma.dma2
+    c = ctl.ch[channel & 3]
+    blocked = (ctl.command & 0x04 or ctl.mask >> (channel & 3) & 1 or c.mode & 0xC0 == 0xC0
+               or channel < 4 and (dma.dma2.command & 0x04 or dma.dma2.mask & 1))
+    if not 0 <= channel < 8 or channel == 4 or blocked:
+        return 0, False
+    unit = 1 if channel < 4 else 2
+    units = min(length // unit, c.cur_count + 1)
+    return units * unit, units == c.cur_count + 1
+
+
+@settings(max_examples=500, deadline=None, phases=NO_SHRINK)
 @given(ops=st.lists(st.tuples(st.sampled_from(PORTS), st.sampled_from([1, 2, 4]),
-                              st.integers(0, 0xFFFFFFFF), st.booleans()), max_size=60),
-       transfers=st.lists(st.tuples(st.integers(-2, 9), st.integers(0, 3000), st.booleans()),
-                          max_size=6))
-def test_random_port_accesses_and_transfers_never_raise_or_leave_ram(ops, transfers):
-    dma, h, mem = make(size=MiB)
-    for port, size, value, is_write in ops:
-        if is_write:
-            h.bus.write(port, size, value & ((1 << 8 * size) - 1))
-        else:
-            assert 0 <= h.bus.read(port, size) < 1 << (8 * size)
-    for channel, length, to_memory in transfers:
-        if to_memory:
-            n = dma.write_to_memory(channel, bytes(length))
-            assert 0 <= n <= length
-        else:
-            assert len(dma.read_from_memory(channel, length)) <= length
-    for addr, n in mem.writes:
-        assert 0 <= addr and addr + n <= mem.span
+                              st.integers(0, 0xFFFFFFFF), st.booleans()), max_size=30),
+       transfers=st.lists(st.tuples(st.sampled_from([0, 1, 2, 3, 5, 6, 7]) | st.integers(-2, 9),
+                                    st.integers(0, 3000), st.booleans()), max_size=6),
+       setup=st.lists(st.tuples(st.sampled_from([0, 1, 2, 3, 5, 6, 7]), st.integers(0, 0xFFFF),
+                                st.integers(0, 0xFFFF) | st.integers(0, 40), st.integers(0, 0xFF),
+                                st.integers(0, 0xFF)), max_size=3))
+@pytest.mark.timeout(120)
+def test_random_programming_then_transfers_move_address_count_and_memory_as_the_8237_does(
+        ops, transfers, setup):
+    dma, h, mem = make(size=16 * MiB)        # every page register value lands in RAM
+    rom = bytes(range(256)) * 256
+    mem.write(0xF0000, rom)
+    mem.writes.clear()
+    with time_limit(5):
+        for channel, addr, count, mode, page in setup:   # a driver's sequence, random values
+            program_any(h, channel, addr, count, mode & ~3 | channel & 3, page)
+        for port, size, value, is_write in ops:
+            if is_write:
+                h.bus.write(port, size, value & ((1 << 8 * size) - 1))
+            else:
+                assert 0 <= dma.read(port, size) < 1 << (8 * size)   # the device's own answer
+        for channel, length, to_memory in transfers:
+            ok = 0 <= channel < 8
+            ctl = dma.dma1 if channel < 4 else dma.dma2
+            c = ctl.ch[channel & 3] if ok else None
+            before = (c.cur_addr, c.cur_count, c.base_addr, c.base_count, c.mode) if ok else None
+            was_masked = dma.masked(channel)
+            moved, tc = expected_transfer(dma, channel, length)
+            direction = 0x04 if to_memory else 0x08
+            real = ok and before[4] & 0x0C == direction
+            mem.writes.clear()
+            if to_memory:
+                assert dma.write_to_memory(channel, bytes(length)) == moved
+            else:
+                start = dma.channel_state(channel)["address"] if ok else 0
+                got = dma.read_from_memory(channel, length)
+                assert len(got) == moved
+                if real and moved and not before[4] & 0x20:
+                    span = min(moved, (0x10000 - before[0]) * (1 if channel < 4 else 2))
+                    assert got[:span] == mem.read(start, span)
+                elif moved and not real:
+                    assert got == b"\xff" * moved       # pseudo transfer: the undriven bus
+            if not moved:
+                if ok:
+                    assert (c.cur_addr, c.cur_count) == before[:2]
+                continue
+            event("a transfer moved data" + (" to terminal count" if tc else ""))
+            units = moved // (1 if channel < 4 else 2)
+            step = -1 if before[4] & 0x20 else 1
+            assert dma.terminal_count(channel) == tc
+            if tc:
+                assert ctl.status >> (channel & 3) & 1
+                if before[4] & 0x10:                  # auto-initialize: reloaded, still unmasked
+                    assert (c.cur_addr, c.cur_count) == before[2:4] and dma.masked(channel) == was_masked
+                else:
+                    assert c.cur_count == 0xFFFF and dma.masked(channel)
+                    assert c.cur_addr == (before[0] + step * units) & 0xFFFF
+            else:
+                assert (c.cur_addr, c.cur_count) == ((before[0] + step * units) & 0xFFFF, before[1] - units)
+            page = dma.page[{0: 0x87, 1: 0x83, 2: 0x81, 3: 0x82, 5: 0x8B, 6: 0x89, 7: 0x8A}[channel] - 0x80]
+            lo, hi = (page << 16, (page << 16) + 0x10000) if channel < 4 else \
+                ((page & 0xFE) << 16, ((page & 0xFE) << 16) + 0x20000)
+            for addr, n in mem.writes:
+                assert to_memory and real                 # only a real write transfer stores
+                assert lo <= addr and addr + n <= hi      # inside the channel's page: it wraps
+                assert addr + n <= 0xC0000 or addr >= 0x100000   # never into the ROM
+    assert mem.read(0xF0000, len(rom)) == rom
 
 
 def test_watched_memory_refuses_writes_outside_guest_ram():

@@ -161,9 +161,15 @@ def test_parse_input_returns_keys_or_raises_value_error(text):
 @given(st.text(alphabet=st.sampled_from(list("{}-abcXYZ!ctrlaltshiftupf1 \r\t")), max_size=30))
 def test_parse_input_on_brace_heavy_text_returns_keys_or_raises_value_error(text):
     try:
-        parse_input(text)
-    except ValueError:
-        pass
+        keys = parse_input(text)
+    except ValueError as e:
+        assert len(str(e).splitlines()) == 1            # a one-line message for the user
+        assert "{" in text or "}" in text               # only a brace can make text invalid
+        return
+    assert all(isinstance(k, Key) and k.events for k in keys)
+    plain = text.replace("{{", "").replace("}}", "")
+    if "{" not in plain and "}" not in plain:
+        assert len(keys) == len(text.replace("{{", "{").replace("}}", "}"))   # one key a character
 
 
 @settings(max_examples=500, deadline=None)

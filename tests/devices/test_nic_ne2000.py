@@ -156,6 +156,14 @@ def test_tally_counters_read_zero_and_clear_when_read():
     assert h.inb(BASE + 0x0D) == 0
 
 
+def test_a_byte_read_of_the_data_port_in_word_mode_gives_the_low_byte_and_moves_a_word():
+    h, nic, _ = make()
+    start(h, word=True)
+    remote(h, 0, 4, RREAD)
+    assert nic.read(0x10, 1) == MAC[0]         # the device's answer fits the access
+    assert h.inb(RSAR0) == 2
+
+
 def test_aligned_word_access_to_nic_registers_reads_all_ones_as_on_qemu():
     h, nic, _ = make()
     assert h.inw(BASE + 0x06) == 0xFFFF
@@ -417,6 +425,35 @@ def test_full_ring_sets_ovw_and_drops_the_frame():
     assert h.inb(CURR) == RX_START
 
 
+def test_a_frame_that_exactly_fills_the_free_pages_is_refused_so_curr_never_reaches_bnry():
+    h, nic, _ = make()
+    start(h, bnry=RX_START + 2, curr=RX_START)   # two free pages
+    exact = frame_to(MAC, 504)                   # 504 + 4 header + 4 CRC = 512 bytes: 2 pages
+    assert nic.receive(exact) is False
+    assert h.inb(ISR) & OVW and h.inb(CNTR2) == 1
+    h.outb(CR, PAGE1 | NODMA | STA)
+    assert h.inb(CURR) == RX_START
+
+
+def test_a_frame_one_page_short_of_the_free_space_is_stored_and_the_next_is_refused():
+    h, nic, _ = make()
+    start(h, bnry=RX_START + 2, curr=RX_START)
+    assert nic.receive(frame_to(MAC, 248)) is True   # 248 + 8 = 256 bytes: 1 page
+    h.outb(CR, PAGE1 | NODMA | STA)
+    assert h.inb(CURR) == RX_START + 1
+    h.outb(CR, PAGE0 | NODMA | STA)
+    assert nic.receive(frame_to(MAC, 60)) is False  # one page left: it would reach BNRY
+    assert h.inb(ISR) & OVW
+
+
+def test_an_exactly_full_ring_after_wrapping_is_refused_too():
+    h, nic, _ = make()
+    start(h, bnry=RX_START + 1, curr=RX_STOP - 1)   # free: the last page and the first
+    assert nic.receive(frame_to(MAC, 504)) is False
+    assert nic.receive(frame_to(MAC, 248)) is True
+    assert nic.curr == RX_START and nic.bnry == RX_START + 1
+
+
 def test_frames_fill_the_ring_until_it_overflows_without_crashing():
     h, nic, _ = make()
     start(h)
@@ -446,8 +483,11 @@ def test_send_packet_command_reads_the_packet_at_bnry():
     nic.receive(frame)
     h.outb(CR, SENDPKT | STA)
     data = bytearray()
-    while not h.inb(ISR) & RDC:
+    for _ in range(100):                         # 84 bytes: 42 words, then RDC
+        if h.inb(ISR) & RDC:
+            break
         data += h.inw(DATA).to_bytes(2, "little")
+    assert h.inb(ISR) & RDC and len(data) == 84
     assert bytes(data[4:84]) == frame
 
 
@@ -501,24 +541,49 @@ access = st.tuples(st.integers(0, 0x1F), st.sampled_from([1, 2, 4]), st.integers
 event = st.one_of(access, st.binary(min_size=0, max_size=2000))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def check_receive(nic, frame, stored, before, mem_before):
+    """What one frame from the wire may do to the ring: a stored frame lands between
+    PSTART and PSTOP behind a header naming the next page, CURR moves on and stays short
+    of BNRY; a refused one changes neither the ring nor CURR."""
+    curr0 = before
+    if not stored:
+        assert nic.curr == curr0 and bytes(nic._mem) == mem_before
+        return
+    start, stop = nic.pstart, nic.pstop
+    assert start <= curr0 < stop and start <= nic.curr < stop   # CURR stays in the ring
+    assert nic.curr != nic.bnry                                  # never catches up with BNRY
+    hdr = nic._mem[curr0 << 8:(curr0 << 8) + 4]
+    size = max(len(frame), 60) if not nic.rcr & 0x02 else len(frame)
+    assert hdr[1] == nic.curr and hdr[2] | hdr[3] << 8 == size + 4
+    lo, hi = start << 8, stop << 8                               # nothing outside the ring
+    assert nic._mem[:lo] == mem_before[:lo] and nic._mem[hi:] == mem_before[hi:]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(events=st.lists(event, max_size=60), prestart=st.booleans(), rcr=st.integers(0, 0xFF))
-def test_random_port_accesses_and_frames_never_raise(events, prestart, rcr):
+def test_random_port_accesses_and_frames_keep_the_ring_pointers_and_interrupt_line_right(
+        events, prestart, rcr):
     h, nic, irq = make(port=Wire())
     if prestart:
         start(h, rcr=rcr)
     for ev in events:
         if isinstance(ev, bytes):
-            assert nic.receive(ev) in (True, False)
+            curr, mem = nic.curr, bytes(nic._mem)
+            stored = nic.receive(ev)
+            check_receive(nic, ev, stored, curr, mem)
             continue
         off, size, value, is_write = ev
         if is_write:
             h.bus.write(BASE + off, size, value & ((1 << 8 * size) - 1))
         else:
-            assert 0 <= h.bus.read(BASE + off, size) < 1 << (8 * size)
+            got = nic.read(off, size)                 # the device's own answer
+            assert 0 <= got < 1 << (8 * size)
         assert len(nic._mem) == ADDR_SPACE + 4
         assert 0 <= nic.rsar <= 0xFFFF and 0 <= nic.rbcr <= 0xFFFF
+        assert nic.isr & 0x7F & ~0x7F == 0 and 0 <= nic.imr <= 0x7F   # RST never masks in
         assert irq.level == bool(nic.isr & nic.imr & 0x7F)
+        if nic.cr & 0x01:
+            assert nic.isr & 0x80                     # stopped: RST says so
     assert len(nic._mem) == ADDR_SPACE + 4
 
 
@@ -536,7 +601,8 @@ def test_any_ring_programming_then_frames_never_write_outside_ram(regs, frames):
     outside = bytes(nic._mem[0x8000:])
     prom = bytes(nic._mem[:0x4000])
     for f in frames:
-        nic.receive(f)
+        curr, mem = nic.curr, bytes(nic._mem)
+        check_receive(nic, f, nic.receive(f), curr, mem)
     assert bytes(nic._mem[0x8000:]) == outside and bytes(nic._mem[:0x4000]) == prom
 
 
@@ -544,8 +610,10 @@ def test_can_receive_says_false_when_a_full_size_frame_would_not_fit():
     h, nic, _ = make()
     start(h)
     assert nic.can_receive() is True
-    while nic.receive(frame_to(MAC, 1514)):
-        pass
+    stored = 0
+    while stored < 20 and nic.receive(frame_to(MAC, 1514)):
+        stored += 1
+    assert stored == 8                           # 52 pages of ring, 6 pages a frame
     assert nic.can_receive() is False
 
 

@@ -340,34 +340,57 @@ def test_reset_returns_to_unprogrammed_state():
     assert irq.edges == 0
 
 
-@settings(max_examples=300, deadline=None)
+def is_bcd(v: int) -> bool:
+    return all((v >> s & 0xF) <= 9 for s in (0, 4, 8, 12))
+
+
+@settings(max_examples=400, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from([CH0, CH1, CH2, CTRL, PORT_B]),
                           st.sampled_from([1, 2, 4]), st.integers(0, 0xFFFFFFFF),
                           st.booleans(), st.integers(0, 2_000_000_000)),
                 max_size=60))
-def test_random_port_traffic_and_clock_steps_never_raise(ops):
+def test_random_port_traffic_and_clock_steps_keep_counts_in_range_and_one_timer(ops):
     pit, h, clock, irq = make()
     for port, size, value, is_write, step in ops:
         if is_write:
             h.bus.write(port, size, value & ((1 << (8 * size)) - 1))
         else:
-            assert 0 <= h.bus.read(port, size) < 1 << (8 * size)
+            got = pit.read(port - 0x40 if port != PORT_B else 0x21, size)   # the device's answer
+            assert 0 <= got < 1 << (8 * size)
         clock.step(step % 3 and step % 100_000)
-        for ch in range(3):
-            pit.channel_frequency(ch)
+        t = pit._now_tick()
+        for c in pit.counters:
+            if c.programmed and c.armed:
+                count = c.count(t)
+                assert 0 <= count < 0x10000
+                if c.bcd:
+                    assert is_bcd(count)       # a BCD counter never shows a hex digit
+                if c.mode in (2, 3) and c.gate and c.pending is None and c.frozen is None:
+                    raw = c._raw_count(t)
+                    assert 0 < raw <= c.n       # periodic: counts down from N, reloads at 0
         live = [e for e in clock._heap if not e[2].cancelled]
-        assert len(live) <= 1
+        assert len(live) <= 1                   # one timer, for channel 0's next edge
         assert clock.next_deadline() is None or clock.next_deadline() > clock.now()
+        assert irq.edges == pit.irq_count       # every edge reached IRQ 0
+        if not pit.counters[0].programmed:
+            assert irq.edges == 0
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.integers(0, 0xFF), st.sampled_from([1, 2, 4]), st.integers(0, 0xFFFFFFFF),
        st.integers(0, 10**12))
-def test_any_offset_size_and_clock_step_never_raises(offset, size, value, step):
+def test_accesses_outside_the_counters_and_port_b_read_all_ones_and_program_nothing(
+        offset, size, value, step):
     pit, h, clock, irq = make()
+    mine = {offset + i for i in range(size)} & {0, 1, 2, 3, 0x21}
     pit.write(offset, size, value)
     clock.step(step)
-    pit.read(offset, size)
+    got = pit.read(offset, size)
+    assert 0 <= got < 1 << (8 * size)
+    if not mine:
+        assert got == (1 << (8 * size)) - 1
+        assert not any(c.programmed for c in pit.counters) and pit.port_b == 0
+        assert irq.edges == 0
 
 
 def test_mode3_odd_count_high_half_is_one_tick_longer():

@@ -439,24 +439,42 @@ def test_a_word_access_past_the_last_register_floats_high():
 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.integers(0, 7), st.sampled_from([1, 2, 4]),
-                          st.integers(0, 0xFFFFFFFF)), max_size=40),
+                          st.integers(0, 0xFFFFFFFF), st.binary(max_size=4)), max_size=40),
        st.binary(max_size=20))
-def test_random_port_accesses_never_raise(ops, rx):
+def test_random_port_traffic_keeps_lsr_iir_and_the_irq_line_consistent(ops, rx):
     clock = ManualClock()
-    h, uart, irq, _ = make(clock=clock)
+    h, uart, irq, out = make(clock=clock)
     uart.receive(rx)
-    for is_write, off, size, value in ops:
+    for is_write, off, size, value, more in ops:
         if is_write:
             h.bus.write(COM1 + off, size, value & ((1 << (8 * size)) - 1))
         else:
-            assert 0 <= h.bus.read(COM1 + off, size) < (1 << (8 * size))
+            got = uart.read(off, size)          # the device's own answer
+            assert 0 <= got < 1 << (8 * size)
+        uart.receive(more)
         clock.step(100_000)
+        lsr = uart._lsr()
+        assert bool(lsr & 0x01) == bool(uart.rx)                  # DR: data waiting
+        assert lsr & 0x60 == 0x60                                  # THRE, TEMT: never busy
+        assert len(uart.rx) <= uart.rx_capacity                    # a full FIFO overruns
+        pending = uart._pending()
+        assert pending in (0x01, 0x06, 0x04, 0x0C, 0x02, 0x00)     # a 16550 IIR code
+        gate = uart.mcr & 0x18 == 0x08                             # OUT2 on, not looped back
+        assert irq.level == (gate and pending != 0x01)
+        assert uart.ier <= 0x0F and uart.mcr <= 0x1F               # reserved bits read 0
     assert 0 <= uart.rx_room() <= 16
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.integers(-4, 16), st.sampled_from([0, 1, 2, 3, 4, 8]), st.integers(0, 2**64))
-def test_direct_calls_with_any_offset_and_size_never_raise(off, size, value):
-    uart = Uart16550()
+def test_accesses_outside_the_eight_registers_read_all_ones_and_send_nothing(off, size, value):
+    out = bytearray()
+    uart = Uart16550(sink=out.extend)
     uart.write(off, size, value)
-    uart.read(off, size)
+    got = uart.read(off, size)
+    n = max(1, min(size, 8))                    # byte cycles: a size-0 call is one of them
+    mine = {off + i for i in range(n)} & set(range(8))
+    assert 0 <= got < 1 << (8 * n)
+    if not mine:
+        assert got == (1 << (8 * n)) - 1
+        assert out == b"" and uart.ier == 0 and uart.lcr == 0 and uart.mcr == 0

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from hv.devices import vga_font
-from hv.devices.vga import (CP437, DEFAULT_PALETTE, EGA_PALETTE, FRAME_NS, VBLANK_NS, Vga,
+from hv.devices.vga import (CP437, DEFAULT_PALETTE, EGA_PALETTE, FRAME_NS, MODE_TABLES, VBLANK_NS, Vga,
                          decode_cp437, encode_png)
 from tests.devices.harness import Harness, ManualClock
 
@@ -492,19 +492,35 @@ def test_random_port_accesses_never_raise_and_the_screen_still_renders(ops):
     dev.cursor()
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.integers(-5, 0x40), st.integers(-1, 9), st.integers(-(1 << 40), 1 << 40))
-def test_hostile_offsets_sizes_and_values_never_raise(offset, size, value):
-    dev, _, _ = make()
+def test_accesses_at_unclaimed_offsets_read_all_ones_and_leave_the_registers_alone(offset, size, value):
+    dev, _, vram = make()
+    before = (bytes(dev.cr), bytes(dev.gr), bytes(vram))
+    n = max(0, min(size, 4))
+    claimed = {offset + i for i in range(n)} & (set(dev._readers) | set(dev._writers))
     dev.write(offset, size, value)
-    dev.read(offset, size)
+    got = dev.read(offset, size)
+    assert 0 <= got < 1 << (8 * n) if n else got == 0
+    if not claimed:
+        assert got == (1 << (8 * n)) - 1
+        assert (bytes(dev.cr), bytes(dev.gr), bytes(vram)) == before
 
 
+@settings(max_examples=200, deadline=None)
 @given(st.integers(-1000, 1000))
-def test_set_mode_with_any_number_never_raises(mode):
-    dev, _, _ = make()
-    dev.set_mode(mode)
-    dev.render()
+def test_set_mode_programs_only_the_modes_it_knows_and_leaves_others_untouched(mode):
+    dev, _, vram = make()
+    dev.set_mode(0x03)
+    before = (bytes(dev.cr), bytes(dev.gr), bytes(vram))
+    known = (mode & 0x7F) in MODE_TABLES
+    assert dev.set_mode(mode) is known
+    if not known:
+        assert (bytes(dev.cr), bytes(dev.gr), bytes(vram)) == before
+    else:
+        assert dev.is_graphics() == ((mode & 0x7F) == 0x13)
+        w, h, rgb = dev.render()
+        assert len(rgb) == w * h * 3 and (w, h) in ((640, 400), (720, 400), (320, 200))
 
 
 @pytest.mark.parametrize("size", [0x100, 0x18000])
