@@ -139,8 +139,28 @@ def test_info_irq_shows_the_pics_the_apics_and_the_routes(session):
                               "mode", "0", "dest", "0"]
 
 
+def test_info_timers_shows_the_armed_lapic_timer_and_the_pit(session):
+    session.run_to(0x7C00)
+    m = session.m
+
+    def arm(m) -> None:
+        m.lapic.write(0xF0, 4, 0x1FF)            # software-enabled (else every LVT stays masked)
+        m.lapic.write(0x3E0, 4, 0xB)             # divide by 1
+        m.lapic.write(0x320, 4, 0x40)            # LVT timer: one-shot, vector 0x40, unmasked
+        m.lapic.write(0x380, 4, 0x100000)        # initial count: arms it
+    session.dbg.request(arm)
+    out = session("info timers").splitlines()
+    assert out[0].startswith(f"clock: {m.config.clock}, now ")
+    assert any("LocalApic" in line or "apic" in line.lower() for line in out[1:9]), out
+    apic = next(line for line in out if line.startswith("local APIC timer:"))
+    assert "one-shot, vector 0x40" in apic and "initial=0x100000" in apic and "divide=1" in apic
+    assert "masked" not in apic
+    pit0 = next(line for line in out if line.startswith("PIT channel 0:"))
+    assert "mode 2" in pit0 or "mode 3" in pit0, pit0     # the BIOS programmed the 18.2 Hz tick
+
+
 def test_info_without_a_topic_lists_the_topics(session):
-    assert session("info") == "info registers|stats|devices|irq -- show the machine's state"
+    assert session("info") == "info registers|stats|devices|irq|timers -- show the machine's state"
 
 
 # -- memory -----------------------------------------------------------------------------------

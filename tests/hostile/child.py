@@ -20,7 +20,7 @@ def vm_hwm_kib() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
-    return 0
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def main(kernel: str, dispatch: str, workdir: str) -> None:
