@@ -160,12 +160,19 @@ LINUX_TARGETS: tuple[LinuxTarget, ...] = (
     LinuxTarget("exitcode", ("linux/exitcode.c",), description="exit codes, abort, kill, SIGSEGV"),
     LinuxTarget("sleep", ("linux/sleep.c",), description="nanosleep and the clocks"),
     LinuxTarget("cpuloop", ("linux/cpuloop.c",), description="CPU-bound loop (benchmarks)"),
-    LinuxTarget("syscalls", ("linux/syscalls.c",), description="system-call loops (benchmarks)"),
+    LinuxTarget("syscalls", ("linux/syscalls.c",), flags=("-I", str(GUESTS_DIR / "include")),
+                description="system-call loops (benchmarks)"),
     # No C library: the registry's private calls through int $0x80 (guests/include/hvreg.h).
     LinuxTarget("regdemo", ("linux/regdemo.c",),
                 flags=("-nostdlib", "-ffreestanding", "-fno-pic", "-no-pie", "-fno-stack-protector",
                        "-I", str(GUESTS_DIR / "include")),
                 description="uses the container registry"),
+    LinuxTarget("service", ("linux/service.c",), flags=("-I", str(GUESTS_DIR / "include")),
+                description="container workload: config, registry, log, listing, CRC-32"),
+    LinuxTarget("hog", ("linux/hog.c",), description="a CPU or memory hog (container weak spots)"),
+    LinuxTarget("leak", ("linux/leak.c",), flags=("-I", str(GUESTS_DIR / "include")),
+                description="leaks data through hv's Global\\ named objects"),
+    LinuxTarget("escape", ("linux/escape.c",), description="tries to reach files outside its container"),
 )
 
 

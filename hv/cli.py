@@ -198,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-S", dest="start_stopped", action="store_true",
                      help="start stopped at the reset vector; gdb's continue or the monitor's cont "
                           "starts the CPU")
+    run.add_argument("--restore", metavar="FILE",
+                     help="start from a machine snapshot (the monitor's savevm), on the "
+                          "hardware it was taken on (docs/snapshots.md)")
     run.add_argument("--monitor", metavar="stdio|unix:PATH",
                      help="the monitor (QEMU-style commands: info registers, x, stop, cont...) "
                           "on the terminal or on a unix socket")
@@ -291,6 +294,12 @@ def _input_events(args) -> list[bytes]:
 
 
 def cmd_run(args) -> int:
+    if args.restore:
+        from hv.debug.snapshot import restore_args
+        try:
+            restore_args(args)            # the snapshot's hardware, as the options that make it
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     drives = {k: getattr(args, k) for k in DRIVE_SLOTS}
     specs = {k: _drive(v) for k, v in drives.items() if v}
     defaults = GUEST_DEFAULTS.get(args.image, {}) if args.image and not Path(args.image).exists() else {}
@@ -392,7 +401,7 @@ def cmd_run(args) -> int:
                            nic_base=nic["iobase"], nic_irq=nic["irq"], nic_mac=nic["mac"],
                            **specs)
     try:
-        machine = Machine(config)
+        machine = Machine(config, restore=args.restore)
     except (RuntimeError, ValueError) as e:
         _close_all(sinks, scratch)
         raise UsageError(str(e)) from None
@@ -544,6 +553,8 @@ OWN_PARSERS = {
                                          "plots and JSON (hv bench --quick, --json FILE, --out DIR)"),
     "image": ("hv.container.images", "main_image", "container images: import an OCI or docker-save "
                                                    "archive, build from a folder, ls, rm"),
+    "container": ("hv.container.container", "main_container", "process containers: run, ls, diff, "
+                                                             "commit, logs, rm"),
     "registry": ("hv.cli", "_main_registry", "export or import container registry keys as .reg "
                                              "files"),
 }

@@ -20,6 +20,7 @@ import os
 import sys
 from pathlib import Path
 
+from hv.cliargs import OneLineParser, parse
 from hv.memory import parse_bytes
 
 from hv.devices.disk_store import (
@@ -220,17 +221,8 @@ def info(path: str | os.PathLike) -> str:
             f"file size: {file_size} bytes\n")
 
 
-class _Usage(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):             # one line, not argparse's usage block
-        raise _Usage(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="hv disk", description="Manage disk images and overlays.")
+    p = OneLineParser(prog="hv disk", description="Manage disk images and overlays.")
     sub = p.add_subparsers(dest="action", required=True, metavar="{create,commit,info}")
     c = sub.add_parser("create", help="create a blank raw disk (--size) or an empty overlay "
                                       "over a base image (--base)")
@@ -249,13 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main_disk(argv: list[str] | None = None) -> int:
     """`hv disk ...`; returns the exit status (2 for bad input, as `hv run`)."""
-    try:
-        args = build_parser().parse_args(argv)
-    except _Usage as e:
-        print(f"hv disk: error: {e}", file=sys.stderr)
-        return 2
-    except SystemExit as e:                      # --help
-        return e.code if isinstance(e.code, int) else 0
+    args, status = parse(build_parser(), argv, 'hv disk: error: ')
+    if args is None:
+        return status
     try:
         if args.action == "create" and args.size is not None:
             try:

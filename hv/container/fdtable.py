@@ -101,8 +101,8 @@ class WaitPipe(Wait):
     def ready(self) -> bool:
         p = self.pipe
         if self.write:
-            return len(p.data) < PIPE_CAPACITY or p.readers == 0
-        return bool(p.data) or p.writers == 0
+            return len(p.data) < PIPE_CAPACITY or p.broken()
+        return bool(p.data) or p.at_eof()
 
     def wait(self, timeout=None) -> None:
         # Nothing else runs in this host thread; a scheduler with other processes polls ready().
@@ -380,6 +380,14 @@ class Pipe:
         self.writers = 0
         self.ino = id(self) & 0xFFFFFFF
 
+    def at_eof(self) -> bool:
+        """An empty pipe reads as end of file: no writer is left."""
+        return self.writers == 0
+
+    def broken(self) -> bool:
+        """A write fails with EPIPE: no reader is left."""
+        return self.readers == 0
+
 
 class PipeEnd(OpenFile):
     kind = "pipe"
@@ -395,7 +403,7 @@ class PipeEnd(OpenFile):
     def read_into(self, views, n):
         p = self.pipe
         if not p.data:
-            if p.writers == 0:
+            if p.at_eof():
                 return 0
             if self.flags & O_NONBLOCK:
                 raise _err(errno.EAGAIN)
@@ -407,7 +415,7 @@ class PipeEnd(OpenFile):
 
     def write_from(self, data):
         p = self.pipe
-        if p.readers == 0:
+        if p.broken():
             raise _err(errno.EPIPE)
         room = PIPE_CAPACITY - len(p.data)
         if room <= 0:

@@ -46,6 +46,7 @@ from typing import BinaryIO, Iterator
 from urllib.parse import quote
 
 from hv.container.layers import REGISTRY_DIR, TEMP_PREFIX
+from hv.cliargs import OneLineParser, parse
 
 REGISTRY_MEMBER = f"{REGISTRY_DIR}/registry.db"     # where a layer tar carries its registry
 
@@ -585,6 +586,18 @@ def _add_entry(tf: tarfile.TarFile, dfd: int, parts: tuple[str, ...],
 
 # -- the store ----------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (made when missing): one writer of a store
+    at a time, across hv processes."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 class ImageStore:
     def __init__(self, home: Path | str | None = None):
         self.home = Path(home) if home is not None else default_home()
@@ -599,14 +612,8 @@ class ImageStore:
 
     # -- locking and work areas -------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def _locked(self):
+        return locked(self.root / "lock")
 
     @contextlib.contextmanager
     def _work(self) -> Iterator[Path]:
@@ -963,18 +970,9 @@ def _pick_manifest(manifests: list) -> dict:
 
 # -- hv image ---------------------------------------------------------------------------------
 
-class _Usage(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise _Usage(message)
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="hv image", description="Container images: import, build, list, remove.")
-    sub = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    p = OneLineParser(prog="hv image", description="Container images: import, build, list, remove.")
+    sub = p.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
     imp = sub.add_parser("import", help="import an OCI image layout or a docker save archive")
     imp.add_argument("file", help="a directory or tar (plain or gzip)")
     imp.add_argument("-t", "--tag", dest="name", help="image name (default: the archive's own)")
@@ -997,13 +995,9 @@ def _size(n: int) -> str:
 
 def main_image(argv: list[str]) -> int:
     """`hv image ...`: 0 on success, 2 on bad input (one line on stderr)."""
-    try:
-        args = _parser().parse_args(argv)
-    except _Usage as e:
-        print(f"hv: error: hv image: {e}", file=sys.stderr)
-        return 2
-    except SystemExit as e:                     # --help
-        return e.code if isinstance(e.code, int) else 0
+    args, status = parse(_parser(), argv, "hv: error: hv image: ")
+    if args is None:
+        return status
     try:
         store = ImageStore()
         if args.action == "import":

@@ -16,7 +16,6 @@ of this is ``hv/container/registry_calls.py``; the whole design is in ``docs/reg
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
 import functools
@@ -31,6 +30,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
+from hv.cliargs import OneLineParser, UsageError
 
 # --------------------------------------------------------------------------------------------- model
 
@@ -992,17 +992,8 @@ def import_reg(registry: LayeredRegistry, text: str) -> None:
 
 # ------------------------------------------------------------------------------------------ command
 
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):        # one line, not argparse's usage block and exit
-        raise _UsageError(message)
-
-
-def _parser() -> _Parser:
-    parser = _Parser(prog="hv registry", description="Export or import container registry keys "
+def _parser() -> OneLineParser:
+    parser = OneLineParser(prog="hv registry", description="Export or import container registry keys "
                                                      "as .reg files (Windows Registry Editor 5.00).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="export|import")
     export = sub.add_parser("export", help="write a key and everything below it as .reg text")
@@ -1033,13 +1024,13 @@ def main_registry(argv: Sequence[str], *, registry: LayeredRegistry | None = Non
         if args.command == "export":
             if args.image is not None:
                 if open_image is None:
-                    raise _UsageError("--image needs the image store (use hv registry through the "
+                    raise UsageError("--image needs the image store (use hv registry through the "
                                       "container commands, or --db FILE)")
                 registry = opened = open_image(args.image)
             elif args.db is not None:
                 registry = opened = LayeredRegistry([args.db], None)
             elif registry is None:
-                raise _UsageError("export wants --db FILE or --image NAME")
+                raise UsageError("export wants --db FILE or --image NAME")
             text = export_reg(registry, args.key)
             if args.output is not None:
                 write_reg_file(args.output, text)
@@ -1049,7 +1040,7 @@ def main_registry(argv: Sequence[str], *, registry: LayeredRegistry | None = Non
             if args.db is not None:
                 registry = opened = LayeredRegistry([], args.db)
             elif registry is None:
-                raise _UsageError("import wants --db FILE")
+                raise UsageError("import wants --db FILE")
             try:
                 data = args.file.read_bytes()
             except OSError as e:
@@ -1059,7 +1050,7 @@ def main_registry(argv: Sequence[str], *, registry: LayeredRegistry | None = Non
             except RegistryError as e:
                 raise RegistryError(e.errno, f"{args.file}: {e}") from None
         return 0
-    except (_UsageError, RegistryError) as e:
+    except (UsageError, RegistryError) as e:
         print(f"hv registry: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:

@@ -1,8 +1,11 @@
-/* System-call loops for the benchmarks: "getpid N" or "devnull N" (N writes to /dev/null). */
+/* System-call loops for the benchmarks: "getpid N", "devnull N" (N writes to /dev/null), or
+ * "regquery N" (N queries of HKLM\Software\hv\service "Mode" in the container registry). */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "hvreg.h"
 
 static inline int sys1(int nr, int a) {
     int ret;
@@ -25,6 +28,16 @@ int main(int argc, char **argv) {
     } else if (!strcmp(mode, "devnull")) {
         int fd = open("/dev/null", O_WRONLY);
         for (long i = 0; i < n; i++) acc += sys3(4, fd, "x", 1);
+    } else if (!strcmp(mode, "regquery")) {
+        long key = hvreg_open_key(HVREG_HKEY_LOCAL_MACHINE, "Software\\hv\\service");
+        char text[64];
+        uint32_t type, size;
+        for (long i = 0; i < n && key >= 0; i++) {
+            size = sizeof text;
+            acc += hvreg_query_value(key, "Mode", &type, text, &size);
+        }
+        if (key < 0)
+            acc = key;
     } else if (!strcmp(mode, "unknown")) {
         for (long i = 0; i < n; i++) acc += sys1(0x1ff, 0);
     }
