@@ -540,8 +540,19 @@ def cmd_build(args) -> int:
 
 
 def _main_registry(argv: list[str]) -> int:
-    from hv.container.registry import main_registry
-    return main_registry(argv)
+    """``hv registry``, with ``--image NAME`` served from the image store: the image's
+    registry layers merged, read-only."""
+    from hv.cliargs import UsageError
+    from hv.container.images import ImageError, ImageStore
+    from hv.container.registry import LayeredRegistry, main_registry
+
+    def open_image(name: str) -> LayeredRegistry:
+        try:
+            image = ImageStore().get(name)
+        except ImageError as e:
+            raise UsageError(str(e)) from None
+        return LayeredRegistry([db for _, db in image.layers if db is not None], None)
+    return main_registry(argv, open_image=open_image)
 
 
 # Commands that parse their own options (argparse's REMAINDER would refuse an option in

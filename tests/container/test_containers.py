@@ -301,3 +301,18 @@ def test_a_damaged_record_is_listed_refused_and_removable(hv, home):
     status, _, err = hv("diff", "bad")
     assert status == 2 and "its record is damaged" in err
     assert hv("rm", "bad")[0] == 0 and hv("ls", "-q")[1] == "ok\n"
+
+
+def test_hv_registry_exports_an_images_merged_registry_and_names_a_missing_image(
+        tmp_path, monkeypatch, capsys):
+    from hv.cli import main
+    monkeypatch.setenv("HV_HOME", str(tmp_path / "home"))
+    assert main(["image", "build", str(make_image_dir(tmp_path / "app")), "-t", "svc"]) == 0
+    capsys.readouterr()
+    assert main(["registry", "export", "--image", "svc", "HKLM\\Software\\hv\\service"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Windows Registry Editor Version 5.00")
+    assert '"Greeting"="hello from the image"' in out
+    assert main(["registry", "export", "--image", "nosuch"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "hv registry: error: no image named nosuch:latest"
