@@ -176,7 +176,11 @@ class Machine:
             self.firmware.post_reset(self)
         else:
             from hv.debug import snapshot
-            snapshot.apply(self, snap, ram_copied=False)
+            try:
+                snapshot.apply(self, snap, ram_copied=False)
+            except BaseException:
+                self.close()
+                raise
 
     # -- snapshots --------------------------------------------------------------------
     def save(self, path) -> None:
@@ -197,7 +201,13 @@ class Machine:
             finally:
                 image.close()
         self.vcpu.uc.ctl_flush_tb()
-        snapshot.apply(self, meta, ram_copied=True)
+        try:
+            snapshot.apply(self, meta, ram_copied=True)
+        except snapshot.SnapshotError as e:
+            # Half loaded is no machine at all: the run ends (the file was checked first,
+            # so only a damaged device state gets here).
+            self.fail(f"loadvm {path}: {e}")
+            raise
 
     def rearm_host_timers(self) -> None:
         """After the clock's timers were cleared (a restore): hv's own periodic work."""

@@ -9,7 +9,7 @@ The PC map (first megabyte):
 The whole range 0..max(size, 1 MiB) is one ``mmap`` buffer handed to Unicorn with
 ``mem_map_ptr``, so device models read and write guest memory through ``view``
 and the guest sees it at once. Unicorn does not invalidate translated code on
-host writes (notes §5), so every host write goes through ``write`` (or calls
+host writes (docs/unicorn.md §5), so every host write goes through ``write`` (or calls
 ``invalidate``) which drops translations of the touched range.
 
 Every address and length a guest hands a device is hostile: ``check`` refuses a

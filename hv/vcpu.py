@@ -45,7 +45,7 @@ UNTIL = 1 << 48          # unused with the exits list enabled: run until stopped
 PAGE = 0x1000
 A20_WRAP = 0x10000       # with A20 off, 1 MiB..1 MiB+64 KiB aliases 0..64 KiB
 
-# CPUX86State offsets inside a Unicorn 2.1.4 context blob (notes §9); checked
+# CPUX86State offsets inside a Unicorn 2.1.4 context blob (docs/unicorn.md §2); checked
 # by calibrate() at start-up, because a rebuilt engine may move them.
 CTX_HEADER = 40
 ENV_EIP = 128

@@ -6,7 +6,7 @@ is given. ``attach`` maps the process's areas with ``mem_map_ptr`` (no copy)
 and restores its context; the process stays resident after its slice, so the
 next slice on the same engine costs nothing and keeps its translated code.
 Only when another process needs the engine are the areas unmapped (the cost
-scales with the mapped size; container notes §7).
+scales with the mapped size; docs/linux-abi.md).
 
 The hooks, all registered once per engine:
 
@@ -15,7 +15,7 @@ The hooks, all registered once per engine:
   vector ends the program with the signal Linux would send;
 * ``UC_HOOK_BLOCK``: ``lx_block_hook`` in C: the end of a time slice (a deadline
   it checks every 256 blocks, or ``kick``), exactly at a block start: never
-  ``emu_start(timeout=)`` or a cross-thread ``emu_stop`` (unicorn notes §3);
+  ``emu_start(timeout=)`` or a cross-thread ``emu_stop`` (docs/unicorn.md §3);
 * ``IN``/``OUT``: a fault, as at CPL3 with IOPL 0 (Unicorn does not check it);
 * unmapped and protected accesses (Python; they run only on a miss): the stack
   grows on demand, anything else is SIGSEGV with the address recorded.
@@ -54,7 +54,7 @@ TCG_BUFFER = 32 << 20           # translation cache per engine (virtual; default
 # Why emu_start returned (lx_engine.stop_reason, linux_syscall.c)
 STOP_NONE, STOP_KICK, STOP_SLICE, STOP_FAULT, STOP_PY = range(5)
 
-# uc_context blob: a 40-byte header, then CPUX86State (unicorn notes §9)
+# uc_context blob: a 40-byte header, then CPUX86State (docs/unicorn.md §2)
 CTX_HEADER = 40
 ENV_EIP = 128
 ENV_OLD_EXCEPTION = 5496
@@ -111,7 +111,7 @@ class Engine:
                     self._on_unmapped)
         uc.hook_add(UC_HOOK_MEM_PROT, self._on_prot)
         # A new process starts from this CPL0 state: once a process has run the engine is
-        # at CPL3, where the host can no longer load CS/SS with ring-0 selectors (notes §3).
+        # at CPL3, where the host can no longer load CS/SS with ring-0 selectors (docs/unicorn.md §1).
         self.ctx0 = uc.context_save()
         self._calibrate()
 
@@ -187,7 +187,7 @@ class Engine:
 
     def _enter_setup(self) -> None:
         """CPU state for a new process: CPL0 at the trampoline, whose `iretd` enters the
-        program at CPL3. The CPU makes the ring transition itself (container notes §2)."""
+        program at CPL3. The CPU makes the ring transition itself (docs/linux-abi.md)."""
         uc = self.uc
         uc.context_restore(self.ctx0)
         uc.reg_write(X.UC_X86_REG_GDTR, (0, GDT_ADDR, GDT_ENTRIES * 8 - 1, 0))
@@ -237,7 +237,7 @@ class Engine:
 
     def reset_old_exception(self) -> None:
         """Unicorn never clears ``old_exception``: without this the next fault on this engine
-        would arrive as #DF and the one after as a silent stop (unicorn notes §2)."""
+        would arrive as #DF and the one after as a silent stop (docs/unicorn.md §1)."""
         ctx = self.uc.context_save()
         ctypes.c_int32.from_address(_blob_base(ctx) + ENV_OLD_EXCEPTION).value = -1
         self.uc.context_restore(ctx)

@@ -6,7 +6,7 @@ an idle process costs only the pages its guest touched and holds no engine.
 While the process runs, an engine mirrors the areas with ``mem_map_ptr`` (no
 copy); every change made here while it is attached (map, unmap, protect, brk
 and stack growth) is mirrored at once. Unicorn's ``mem_unmap`` drops the
-translated code and TLB entries of the range itself (container notes §7), so a
+translated code and TLB entries of the range itself (docs/linux-abi.md), so a
 remap needs no extra flush; host writes into code that already ran do
 (``ctl_remove_cache``), and ``write`` does that for executable areas.
 

@@ -590,7 +590,8 @@ class Monitor:
         return self._wait_stop()
 
     # -- snapshots (hv/debug/snapshot.py: Machine.save / Machine.restore) -------------------
-    # THE PLACE TO CONNECT: until the machine has save/restore these answer "not available".
+    # Both run on the vCPU thread between slices; a refused file is one line (SnapshotError is
+    # a ValueError) and the run goes on. Machines without save/restore say so.
     def cmd_savevm(self, args: str) -> str:
         path = _one_path(args, "savevm FILE")
         save = getattr(self.m, "save", None)

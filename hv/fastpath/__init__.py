@@ -1,7 +1,7 @@
 """The vCPU's way back to the host: a block hook that tests a flag.
 
 Unicorn offers no safe asynchronous stop (``emu_start(timeout=)`` and
-cross-thread ``emu_stop`` can re-execute a guest instruction; notes §3), so the
+cross-thread ``emu_stop`` can re-execute a guest instruction; docs/unicorn.md §3), so the
 engine runs with one ``UC_HOOK_BLOCK`` that looks at two words:
 
 * ``kick``: the host wants control back (a timer deadline passed, output to

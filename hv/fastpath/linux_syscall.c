@@ -8,7 +8,7 @@
  * extern "Python" call carrying the number and the six argument registers.
  * Calls are counted per number here, whichever side answers them.
  *
- * lx_block_hook ends a time slice exactly at a block start (notes §3): when the
+ * lx_block_hook ends a time slice exactly at a block start (docs/unicorn.md §3): when the
  * host sets `kick`, or every LX_CHECK_EVERY blocks once the slice's deadline
  * has passed. Any other vector (a fault, a stray `int n`) and any port I/O at
  * CPL3 stop the engine with the vector recorded; Python turns it into a signal.
@@ -154,8 +154,8 @@ void lx_intr(void *uc, uint32_t intno, void *ud) {
     }
 }
 
-/* IN/OUT at CPL3 with IOPL 0 is #GP on a real CPU; Unicorn does not check it (notes §2).
- * An emu_stop from an I/O hook is not reliable (notes §10.2), so the fault is recorded and
+/* IN/OUT at CPL3 with IOPL 0 is #GP on a real CPU; Unicorn does not check it (docs/unicorn.md §5).
+ * An emu_stop from an I/O hook is not reliable (docs/unicorn.md §7), so the fault is recorded and
  * the engine stops at the next block start or system call, before any call is served. */
 static void lx_io_fault(lx_engine *e) {
     e->fault_vector = 13;
