@@ -261,6 +261,13 @@ def _exit_checks_known() -> bool:
         return False
 
 
+def exit_checks_enabled(uc) -> bool | None:
+    """Whether the engine looks for stop requests after memory accesses; None if unknown."""
+    if not _exit_checks_known():
+        return None
+    return ctypes.c_uint8.from_address(uc._uch.value + NO_EXIT_REQUEST).value == 0
+
+
 def exit_checks(uc, enabled: bool) -> bool:
     """Whether code translated from now on looks for a stop request after each memory
     access (the engine's default: on). Off is for engines whose hooks stop the CPU only

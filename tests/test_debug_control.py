@@ -131,3 +131,24 @@ def test_interrupt_stops_a_running_guest_with_sigint(session):
         assert (event.reason, event.signal) == ("interrupt", 2)
     finally:
         s.close()
+
+
+@pytest.mark.parametrize("dispatch", DISPATCHERS)
+def test_without_a_debugger_no_code_or_memory_hook_is_installed_and_removing_breakpoints_removes_them(
+        dispatch):
+    """--gdb off costs nothing: the hooks a debugger needs exist only while it uses them."""
+    from hv.codepages import exit_checks_enabled
+    m = Machine(MachineConfig(fda=DriveSpec(str(guests.image_path("hello")), readonly=True),
+                              dispatch=dispatch, timeout=60))
+    try:
+        base = set(m.vcpu.uc._callbacks)
+        assert exit_checks_enabled(m.vcpu.uc) in (False, None)   # None: the switch is unknown
+        dbg = m.attach_debugger(start_stopped=False)
+        dbg.add_breakpoint(0x7C00)
+        dbg.add_watchpoint(0x46C, 2, "w")
+        assert len(set(m.vcpu.uc._callbacks) - base) >= 2
+        dbg.remove_breakpoint(0x7C00)
+        dbg.remove_watchpoint(0x46C, 2, "w")
+        assert set(m.vcpu.uc._callbacks) == base
+    finally:
+        m.close()
