@@ -25,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import json
 import mmap
 import os
 import struct
@@ -89,18 +90,59 @@ def _symtab() -> dict[str, list[tuple[int, int]]]:
     return out
 
 
+# The few symbols hv needs, and where the function after tlb_unprotect_code starts (the
+# room for its jump). Parsing the 38,000-entry .symtab takes ~0.1 s, every hv start, so the
+# result is cached per library file; a stale or forged cache can do no harm, since every
+# patched function's code is checked against its digest before it is touched.
+WANTED = ("helper_le_stl_mmu_x86_64", NOTDIRTY, PROTECT, UNPROTECT, EXIT_CHECK)
+NEXT_AFTER_UNPROTECT = "next function after " + UNPROTECT
+
+
+def _cache_path() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "hv" / "unicorn-symbols.json"
+
+
+@functools.lru_cache(maxsize=None)
+def _symbols() -> dict[str, list[tuple[int, int]]]:
+    lib = _library_path()
+    st = lib.stat()
+    key = f"{lib}:{st.st_size}:{st.st_mtime_ns}"
+    cache = _cache_path()
+    try:
+        saved = json.loads(cache.read_text())
+        if saved.get("key") == key:
+            return {name: [tuple(e) for e in entries] for name, entries in saved["symbols"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    table = _symtab()
+    out = {name: table.get(name, []) for name in WANTED}
+    if out[UNPROTECT]:
+        after = out[UNPROTECT][0][0]
+        out[NEXT_AFTER_UNPROTECT] = [(min(v for entries in table.values() for v, _ in entries
+                                          if v > after), 0)]
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"key": key, "symbols": out}))
+        os.replace(tmp, cache)
+    except OSError:
+        pass                                 # a read-only home: parse again next time
+    return out
+
+
 def _load_bias() -> int:
     """Run-time address minus link-time address of the loaded library."""
     from unicorn.unicorn_py3.unicorn import uclib
-    value, _ = _symtab()["helper_le_stl_mmu_x86_64"][0]
+    value, _ = _symbols()["helper_le_stl_mmu_x86_64"][0]
     return ctypes.cast(uclib.helper_le_stl_mmu_x86_64, ctypes.c_void_p).value - value
 
 
 def _notdirty_address(bias: int) -> tuple[int, int] | None:
     """The x86 engine's notdirty_write: the local function its 32-bit store helper calls."""
     import capstone
-    candidates = {v + bias: size for v, size in _symtab().get(NOTDIRTY, [])}
-    start, size = _symtab()["helper_le_stl_mmu_x86_64"][0]
+    candidates = {v + bias: size for v, size in _symbols().get(NOTDIRTY, [])}
+    start, size = _symbols()["helper_le_stl_mmu_x86_64"][0]
     md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
     code = ctypes.string_at(start + bias, size)
     for insn in md.disasm(code, start + bias):
@@ -170,12 +212,12 @@ def _install() -> str | None:
         if found is None:
             return "notdirty_write not found"
         notdirty, nd_size = found
-        protect, p_size = _symtab()[PROTECT][0]
-        unprotect, u_size = _symtab()[UNPROTECT][0]
+        protect, p_size = _symbols()[PROTECT][0]
+        unprotect, u_size = _symbols()[UNPROTECT][0]
         protect, unprotect = protect + bias, unprotect + bias
         # room to the next function (the padding after a tiny function is ours to use)
         p_room = unprotect - protect
-        u_room = _next_function(unprotect - bias) - (unprotect - bias)
+        u_room = _symbols()[NEXT_AFTER_UNPROTECT][0][0] - (unprotect - bias)
         got = {NOTDIRTY: _digest(notdirty, nd_size), PROTECT: _digest(protect, p_size),
                UNPROTECT: _digest(unprotect, u_size)}
     except (KeyError, IndexError, OSError, ValueError) as e:
@@ -198,10 +240,6 @@ def _install() -> str | None:
     _overwrite(unprotect, addr("hv_tlb_unprotect_code"), u_room)
     _cpu.intercept({NOTDIRTY: addr("hv_notdirty_write")})
     return None
-
-
-def _next_function(value: int) -> int:
-    return min(v for entries in _symtab().values() for v, _ in entries if v > value)
 
 
 def track(uc) -> bool:
@@ -255,7 +293,7 @@ def _exit_checks_known() -> bool:
     if os.environ.get("HV_CODEPAGES", "1") == "0":
         return False
     try:
-        value, size = _symtab()[EXIT_CHECK][0]
+        value, size = _symbols()[EXIT_CHECK][0]
         return _digest(value + _load_bias(), size) == EXIT_CHECK_SHA256
     except (KeyError, IndexError, OSError, ValueError):
         return False

@@ -6,6 +6,7 @@ the slow path): both must compute the same thing. Machine code is spelled out in
 """
 from __future__ import annotations
 
+import os
 import struct
 
 import pytest
@@ -177,3 +178,29 @@ def test_exit_checks_decide_whether_a_code_hook_stop_is_immediate(enabled):
     uc.hook_add(UC_HOOK_CODE, lambda u, addr, size, d: u.emu_stop(), None, 0x1003, 0x1003)
     uc.emu_start(0x1000, 0x1000 + len(prog) - 1)
     assert uc.reg_read(X.UC_X86_REG_EAX) == (3 if enabled else 8)
+
+
+def _install_in_child(cache_home) -> str:
+    import subprocess
+    import sys
+    code = ("from hv import codepages; ok = codepages.install(); "
+            "print(ok, codepages.why_not())")
+    env = dict(os.environ, XDG_CACHE_HOME=str(cache_home))
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True, timeout=60).stdout.strip()
+
+
+def test_the_symbol_cache_is_written_once_and_a_forged_one_patches_nothing(tmp_path):
+    import json
+    first = _install_in_child(tmp_path)
+    cache = tmp_path / "hv" / "unicorn-symbols.json"
+    saved = json.loads(cache.read_text())
+    assert first == "True None"
+    assert set(saved["symbols"]) >= {codepages.NOTDIRTY, codepages.PROTECT, codepages.UNPROTECT}
+    assert _install_in_child(tmp_path) == "True None"            # from the cache
+    # A cache that names other code: the digests refuse it, the engine stays unpatched.
+    for name in (codepages.PROTECT, codepages.UNPROTECT):
+        saved["symbols"][name] = [[saved["symbols"][name][0][0] + 16, saved["symbols"][name][0][1]]]
+    cache.write_text(json.dumps(saved))
+    forged = _install_in_child(tmp_path)
+    assert forged.startswith("False ") and "None" not in forged
