@@ -589,6 +589,117 @@ def machines_in_subprocess(n: int, guest: str = "hello", dispatch: str = "c",
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+def ring3(dispatch: str = "c", calls: int = 100_000, repeats: int = 3,
+          tmp: Path | None = None) -> dict:
+    """The ring-3 system call round trip (bench/guests.py RING3_SOURCE: `int $0x80` from
+    ring 3 through a DPL-3 trap gate, the handler's `iret` back): a kernel making ``calls``
+    calls minus the same kernel making none, per call, best of ``repeats`` each."""
+    from hv.bench.guests import ring3_kernel
+    tmp = _tmp(tmp)
+    times = {}
+    for n in (0, calls):
+        path = tmp / f"ring3-{n}.bin"
+        path.write_bytes(ring3_kernel(n))
+        best = None
+        for _ in range(repeats):
+            m = Machine(MachineConfig(kernel=str(path), kernel_format="flat", dispatch=dispatch,
+                                      timeout=300))
+            try:
+                t0 = time.perf_counter()
+                r = m.run()
+                t = time.perf_counter() - t0
+            finally:
+                m.close()
+            assert r.exit_code == 0, r.reason
+            best = t if best is None else min(best, t)
+        times[n] = best
+    return {"dispatch": dispatch, "calls": calls,
+            "us_per_round_trip": round((times[calls] - times[0]) / calls * 1e6, 3)}
+
+
+LINUX_MARKER = "INIT-RUNNING"
+LINUX_LIMIT_S = 600
+
+
+def seconds_until(argv: list[str], marker: str, limit: float = LINUX_LIMIT_S) -> float:
+    """Start ``argv`` and return the seconds until ``marker`` appears on its stdout; the
+    process is killed then (or after ``limit``, which raises)."""
+    import select
+    import subprocess
+    t0 = time.perf_counter()
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                         stdin=subprocess.DEVNULL)
+    seen = b""
+    try:
+        while marker.encode() not in seen:
+            left = limit - (time.perf_counter() - t0)
+            if left <= 0:
+                raise RuntimeError(f"{argv[0]}: no {marker!r} within {limit:g} s")
+            ready, _, _ = select.select([p.stdout], [], [], left)
+            chunk = os.read(p.stdout.fileno(), 65536) if ready else b""
+            if ready and not chunk:
+                raise RuntimeError(f"{argv[0]} exited before {marker!r}: {seen[-300:]!r}")
+            seen = seen[-4096:] + chunk
+        return time.perf_counter() - t0
+    finally:
+        p.kill()
+        p.wait()
+
+
+def linux_boot(kernel: Path, initrd: Path, qemu: bool = True, cmdline: str = "console=ttyS0",
+               marker: str = LINUX_MARKER) -> dict:
+    """Wall seconds from starting the emulator to ``marker`` on the serial port (the
+    initrd's /init prints it), for hv and, if installed, qemu-system-i386 (TCG), with the
+    same kernel, initrd, command line and 256 MiB."""
+    import shutil
+    import sys
+    hv_s = seconds_until([sys.executable, "-m", "hv", "run", "--kernel", str(kernel), "--initrd",
+                          str(initrd), "--append", cmdline, "--mem", "256M", "--serial", "stdio",
+                          "--no-live", "--timeout", str(LINUX_LIMIT_S)], marker)
+    f = {"hv_s": round(hv_s, 2), "qemu_s": None, "hv_over_qemu": None}
+    if qemu and shutil.which("qemu-system-i386"):
+        q = seconds_until(["qemu-system-i386", "-kernel", str(kernel), "-initrd", str(initrd),
+                           "-append", cmdline, "-m", "256", "-display", "none", "-serial", "stdio",
+                           "-monitor", "none", "-no-reboot"], marker)
+        f.update(qemu_s=round(q, 2), hv_over_qemu=round(hv_s / q, 2))
+    return f
+
+
+def _cpio_newc(entries: list[tuple[str, int, bytes, int]]) -> bytes:
+    """A "newc" cpio archive (what the kernel's initramfs unpacker reads) of (name, mode,
+    data, rdev minor of major 5) entries; tests/linux_fixture.py has the commented one."""
+    import stat
+    out = bytearray()
+    for ino, (name, mode, data, minor) in enumerate([*entries, ("TRAILER!!!", 0, b"", 0)], 1):
+        n = name.encode() + b"\0"
+        fields = (ino, mode, 0, 0, 2 if stat.S_ISDIR(mode) else 1, 0, len(data), 0, 0,
+                  5 if minor else 0, minor, len(n), 0)
+        out += b"070701" + b"".join(b"%08X" % f for f in fields) + n + bytes(-(110 + len(n)) % 4)
+        out += data + bytes(-len(data) % 4)
+    return bytes(out)
+
+
+def cached_debian_linux(tmp: Path | None = None) -> tuple[Path, Path] | None:
+    """(kernel, initrd whose /init prints LINUX_MARKER and powers off) when the test suite
+    has cached Debian's kernel and busybox (tests/linux_fixture.py: $HV_TEST_CACHE or
+    ~/.cache/hv-tests, debian-i386/); else None. Never downloads anything."""
+    import gzip
+    import stat
+    base = Path(os.environ.get("HV_TEST_CACHE") or Path.home() / ".cache" / "hv-tests") / "debian-i386"
+    kernel, busybox = base / "vmlinuz", base / "busybox"
+    if not (kernel.is_file() and busybox.is_file()):
+        return None
+    script = f"#!/bin/busybox sh\necho {LINUX_MARKER}\n/bin/busybox poweroff -f\n".encode()
+    d = stat.S_IFDIR | 0o755
+    archive = _cpio_newc([("bin", d, b"", 0), ("dev", d, b"", 0),
+                          ("dev/console", stat.S_IFCHR | 0o600, b"", 1),
+                          ("bin/busybox", stat.S_IFREG | 0o755, busybox.read_bytes(), 0),
+                          ("init", stat.S_IFREG | 0o755, script, 0)])
+    initrd = _tmp(tmp) / "linux-initrd.gz"
+    initrd.write_bytes(gzip.compress(archive, mtime=0))
+    return kernel, initrd
+
+
 def _main(argv: list[str]) -> int:
     import json
     if argv[:1] == ["machines"]:

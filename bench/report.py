@@ -49,6 +49,8 @@ class Profile:
     cpu_python_iterations: int | None  # CRC under Python dispatch (None: skip)
     cpu_repeats: int
     machine_counts: list[int]
+    ring3_calls: int = 100_000         # ring-3 system calls per run (C dispatch)
+    linux: bool = False                # Debian's Linux to /init, hv and QEMU (if cached)
 
 
 FULL = Profile(
@@ -56,7 +58,7 @@ FULL = Profile(
     [64 * KiB, 256 * KiB, 1 * MiB, 4 * MiB, 16 * MiB], 16 * MiB, 3, 1,
     {("ne2000", "c"): 2000, ("ne2000", "python"): 1000, ("virtio", "c"): 20000,
      ("virtio", "python"): 20000}, 3, True,
-    5, {"checksum": None, "tight": None}, 1_000_000, 3, [1, 10, 100])
+    5, {"checksum": None, "tight": None}, 1_000_000, 3, [1, 10, 100], linux=True)
 QUICK = Profile(
     "quick", {"c": 500_000, "python": 50_000}, 2,
     [64 * KiB, 1 * MiB, 16 * MiB], 1 * MiB, 1, 1,
@@ -66,7 +68,7 @@ TINY = Profile(
     "tiny", {"c": 100_000, "python": 10_000}, 1,
     [64 * KiB, 16 * MiB], 64 * KiB, 1, 1,
     {("ne2000", "c"): 100, ("ne2000", "python"): 50, ("virtio", "c"): 1000}, 1, False,
-    1, {"checksum": 2_000_000, "tight": 4_000_000}, None, 1, [1, 2])
+    1, {"checksum": 2_000_000, "tight": 4_000_000}, None, 1, [1, 2], ring3_calls=5_000)
 
 
 def size_label(n: int) -> str:
@@ -144,6 +146,24 @@ def plan(p: Profile, dispatches: list[str], tmp: Path) -> list[Case]:
             lambda kernel=kernel, d=d, it=it: matrix.cpu(kernel, d, it, p.cpu_repeats, tmp),
             lambda f: f"ratio {f['ratio_vs_unicorn']:.3f} (hv {f['hv_s']:.3f} s, bare {f['bare_unicorn_s']:.3f} s)",
             {"group": "cpu", "kernel": kernel, "dispatch": d}))
+    if "c" in dispatches:
+        cases.append(Case(
+            "ring3 c", f"ring-3 system call round trip, {p.ring3_calls:,} calls (c)",
+            lambda: matrix.ring3("c", p.ring3_calls, p.cpu_repeats, tmp),
+            lambda f: f"{f['us_per_round_trip']:.2f} us per int 0x80 + iret",
+            {"group": "ring3", "dispatch": "c"}))
+    if p.linux:
+        def linux_boot():
+            found = matrix.cached_debian_linux(tmp)
+            if found is None:
+                raise RuntimeError("no cached Debian i386 kernel (pytest -m slow "
+                                   "tests/test_linux_boot.py fetches it)")
+            return matrix.linux_boot(*found)
+        cases.append(Case(
+            "linux", "Debian's Linux to /init: hv and qemu-system-i386", linux_boot,
+            lambda f: (f"hv {f['hv_s']:.1f} s" + (f", QEMU {f['qemu_s']:.1f} s "
+                       f"({f['hv_over_qemu']:.2f}x)" if f["qemu_s"] else ", no QEMU")),
+            {"group": "linux"}))
     for n in p.machine_counts:
         cases.append(Case(
             f"machines {n}", f"{n} machine{'s' * (n > 1)} in one process ({dispatches[0]})",
@@ -200,6 +220,11 @@ def summarize(results: dict, p: Profile) -> tuple[dict, list[dict], list[str]]:
     s["boot_ms_direct"] = g("boot direct", "ms")
     s["cpu_ratio_vs_unicorn"] = g("cpu checksum c", "ratio_vs_unicorn")
     s["cpu_ratio_tight_loop"] = g("cpu tight c", "ratio_vs_unicorn")
+    s["ring3_syscall_us_c"] = g("ring3 c", "us_per_round_trip")
+    if p.linux:
+        s["linux_boot_s_hv"] = g("linux", "hv_s")
+        s["linux_boot_s_qemu"] = g("linux", "qemu_s")
+        s["linux_boot_hv_over_qemu"] = g("linux", "hv_over_qemu")
     ok = [k for k in results if k.startswith("machines ") and "error" not in results[k]]
     largest = max(ok, key=lambda k: results[k]["machines"], default=None)
     s["machine_overhead_mib"] = results[largest]["overhead_mib"] if largest else None
@@ -219,9 +244,14 @@ def summarize(results: dict, p: Profile) -> tuple[dict, list[dict], list[str]]:
         target("virtio-blk read 16 MiB", s["disk_read_16m_mbps_virtio"], ">=", 1000, "MB/s"),
         target("virtio-blk / IDE read 16 MiB", s["virtio_vs_ide_read_16m"], ">=", 100, "x"),
         target("CPU (CRC kernel, C) vs bare Unicorn", s["cpu_ratio_vs_unicorn"], ">=", 0.9, "x"),
+        target("ring-3 system call round trip (int 0x80 + iret, C)", s["ring3_syscall_us_c"],
+               "<=", 2, "us"),
         target(f"per-machine overhead besides guest RAM ({s['machine_overhead_at_n']} machines)",
                s["machine_overhead_mib"], "<=", 5, "MiB"),
     ]
+    if p.linux:
+        t.append(target("Linux boot to /init: hv / qemu-system-i386", s["linux_boot_hv_over_qemu"],
+                        "<=", 2, "x"))
     notes = []
     if p.ide_python_max < max(p.disk_sizes):
         notes.append(f"IDE under Python dispatch ran only up to {size_label(p.ide_python_max)} in this "

@@ -220,6 +220,7 @@ class LocalApic(Device):
         self.nmi_count = 0
         self.timer_interrupts = 0
         self.lost_timer_ticks = 0
+        self.late_timer_deliveries = 0     # overdue timer interrupts a guest access delivered
         self.requested_base: int | None = None
         self.base_msr = APIC_BASE_RESET
         self._power_on_registers()
@@ -585,10 +586,30 @@ class LocalApic(Device):
             self._timer.cancel()
             self._timer = None
 
-    def _arm_timer(self) -> None:
-        """One clock timer for the next interrupt, only while it can be delivered."""
+    def _deliver_overdue(self, now: int) -> None:
+        """The count reached 0 (deadline passed) but the host has not run the clock's due
+        timers yet: the ticker thread or the vCPU thread was not scheduled (a loaded host),
+        and the guest went on running. On hardware the interrupt has been in the IRR since
+        then. Every guest access delivers it first: a store to the LVT, SVR, divide or
+        initial count would otherwise re-arm the timer and cancel it (or mask it), and a
+        guest that then waits in HLT for that interrupt waits for ever."""
+        t = self._timer
+        if t is not None and not t.cancelled and t.deadline <= now:
+            t.cancel()
+            self.late_timer_deliveries += 1
+            self._timer_fire(now)
+
+    def _arm_timer(self, now: int | None = None) -> None:
+        """One clock timer for the next interrupt, only while it can be delivered.
+        ``now`` is the time of the register access that (re)started or rebased the
+        count: read once per access, so a short count cannot expire between the store
+        and the arming (a preempted host thread took longer than a 1 µs one-shot, and
+        the interrupt was never armed: Linux then waited in HLT for ever). An interrupt
+        already owed at ``now`` is delivered, not cancelled."""
+        if now is None:
+            now = self.clock.now()
+        self._deliver_overdue(now)
         self._cancel_timer()
-        now = self.clock.now()
         self._sync_timer(now)
         if not self._timer_armed or self.timer_initial == 0 or self.lvt[Lvt.TIMER] & LVT_MASKED:
             return
@@ -609,7 +630,7 @@ class LocalApic(Device):
             self.lost_timer_ticks += (now - self._timer_deadline) // period
         self.timer_interrupts += 1
         self._local_interrupt(Lvt.TIMER)
-        self._arm_timer()
+        self._arm_timer(now)
         self._update()
 
     def _rebase_timer(self, now: int, new_divisor: int | None = None,
@@ -636,6 +657,8 @@ class LocalApic(Device):
         size = max(1, min(size, 8))
         if not self.hardware_enabled:
             return (1 << (8 * size)) - 1
+        if self._timer is not None:
+            self._deliver_overdue(self.clock.now())
         if size == 4 and not offset & 0xF and 0 <= offset < APIC_WINDOW:
             return self._read_register(offset)  # what software does
         value = 0
@@ -657,6 +680,8 @@ class LocalApic(Device):
         are dropped (model-specific on hardware: the SDM asks for 32-bit accesses)."""
         if not self.hardware_enabled or size != 4 or offset & 0xF or not 0 <= offset < APIC_WINDOW:
             return
+        if self._timer is not None:
+            self._deliver_overdue(self.clock.now())
         self._write_register(offset, value & 0xFFFFFFFF)
 
     def _read_register(self, reg: int) -> int:
@@ -724,15 +749,17 @@ class LocalApic(Device):
         elif Reg.LVT_TIMER <= reg <= Reg.LVT_ERROR:
             self._write_lvt(Lvt((reg - Reg.LVT_TIMER) >> 4), value)
         elif reg == Reg.TIMER_INITIAL:
+            now = self.clock.now()
             self.timer_initial = value
-            self._timer_start = self.clock.now()
+            self._timer_start = now
             self._timer_armed = value != 0     # writing 0 stops the timer
-            self._arm_timer()
+            self._arm_timer(now)
         elif reg == Reg.TIMER_DIVIDE:
+            now = self.clock.now()
             new = value & DIVIDE_WRITABLE
-            self._rebase_timer(self.clock.now(), new_divisor=divisor_of(new) * BUS_NS_PER_TICK)
+            self._rebase_timer(now, new_divisor=divisor_of(new) * BUS_NS_PER_TICK)
             self.divide_config = new
-            self._arm_timer()
+            self._arm_timer(now)
         elif reg in _READ_ONLY or Reg.ISR <= reg < Reg.IRR + 0x80:
             pass                               # read-only: the write is ignored
         else:
@@ -758,6 +785,6 @@ class LocalApic(Device):
             new &= ~LVT_REMOTE_IRR             # remote IRR only means something for level
         self.lvt[index] = new
         if index == Lvt.TIMER:
-            self._arm_timer()
+            self._arm_timer(now)
         elif index in (Lvt.LINT0, Lvt.LINT1):
             self._lint_event(index - Lvt.LINT0, rising=False)

@@ -434,11 +434,15 @@ class Pit8254(SharedStateDevice):
 
     # ---- channel 0 interrupt -------------------------------------------------
 
-    def _rearm(self) -> None:
+    def _rearm(self, t: int | None = None) -> None:
+        """Channel 0's next OUT edge as a clock timer. ``t`` is the tick of the access that
+        changed the counter: read once per access, so a short mode-0 count cannot pass its
+        edge between the write and the arming (the edge was then never armed, and a guest
+        waiting for that one-shot interrupt waited for ever)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        edge = self.counters[0].next_edge(self._now_tick())
+        edge = self.counters[0].next_edge(self._now_tick() if t is None else t)
         if edge is not None:
             self._timer_tick = edge
             self._timer = self.clock.at(ns_at(edge), self._fire)
@@ -456,7 +460,7 @@ class Pit8254(SharedStateDevice):
         self.irq0.pulse()
         if self._bound:
             self._pull()
-        self._rearm()
+        self._rearm(t)
         if self._bound:
             self._push()
 
@@ -552,7 +556,7 @@ class Pit8254(SharedStateDevice):
         if offset in (COUNTER0, COUNTER1, COUNTER2):
             self.counters[offset].write(value, t)
             if offset == 0:
-                self._rearm()
+                self._rearm(t)
         elif offset == CONTROL:
             self._control(value, t)
         elif offset == PORT_B:
@@ -575,7 +579,7 @@ class Pit8254(SharedStateDevice):
             return
         c.control(value, t)
         if sc == 0:
-            self._rearm()
+            self._rearm(t)
 
     def _read_port_b(self) -> int:
         now = self.clock.now()

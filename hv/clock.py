@@ -110,16 +110,19 @@ class Clock:
         return heap[0][0] if heap else None
 
     def run_due(self) -> int:
-        """Fire every timer whose deadline has passed; return how many fired."""
+        """Fire every timer whose deadline had passed when the call began; return how
+        many fired. One reading of the time, and timers armed by the callbacks wait for
+        the next call even if already due: otherwise a guest's periodic timer with a
+        period shorter than a callback (a 1 ns local APIC timer) is due again every time
+        the clock is read, and this loop, and the host with it, never returns."""
         fired = 0
         heap = self._heap
+        now = self.now()
+        first_new = next(self._seq)            # timers armed from here on are new
         while True:
             while heap and heap[0][2].cancelled:
                 heapq.heappop(heap)
-            if not heap:
-                break
-            now = self.now()
-            if heap[0][0] > now:
+            if not heap or heap[0][0] > now or heap[0][1] > first_new:
                 break
             _, _, t = heapq.heappop(heap)
             t.cancelled = True

@@ -94,7 +94,7 @@ BOARD = Board(
         Slot("pit", lambda m: Pit8254(m.clock, irq0=m.isa.line(0))),
         Slot("uart", lambda m: Uart16550(irq=m.isa.line(4), sink=m.serial_out, clock=m.clock)),
         Slot("cmos", _cmos),
-        Slot("kbd", lambda m: I8042(irq1=m.isa.line(1), on_a20=m.set_a20,
+        Slot("kbd", lambda m: I8042(irq1=m.isa.line(1), irq12=m.isa.line(12), on_a20=m.set_a20,
                                     on_reset=m.request_reset)),
         Slot("port92", lambda m: SystemControlPortA(on_a20=m.set_a20, on_reset=m.request_reset)),
         Slot("vga", _vga),

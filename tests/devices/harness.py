@@ -23,6 +23,20 @@ class ManualClock(Clock):
         return self.run_due()
 
 
+class CrawlingClock(ManualClock):
+    """Each read of the time is ``crawl`` ns after the previous one: a host thread
+    preempted between two reads inside one register access (a loaded host)."""
+
+    def __init__(self, crawl: int) -> None:
+        super().__init__()
+        self._source = self._crawl
+        self.crawl = crawl
+
+    def _crawl(self) -> int:
+        self._t += self.crawl
+        return self._t
+
+
 class Harness:
     def __init__(self, *devices: Device) -> None:
         self.bus = PortBus()

@@ -14,7 +14,7 @@ from hv.devices.apic import (
     divisor_of,
 )
 from hv.devices.pic8259 import DualPic8259
-from tests.devices.harness import Harness, ManualClock
+from tests.devices.harness import CrawlingClock, Harness, ManualClock
 
 SPURIOUS = 0xEF
 ENABLE = 0x100
@@ -529,6 +529,114 @@ def test_the_timer_interrupt_follows_the_vector_in_the_lvt():
     clock.step(10)
     assert bit_in(apic, Reg.IRR, 0x30) and bit_in(apic, Reg.IRR, 0xA0)
 
+
+
+# ---- a busy host: the deadline passed, the clock's due timers not run yet --------------------
+# ManualClock.step runs the due timers at once; a real host runs them only when the vCPU
+# thread regains control, and on a loaded host the guest may run on (milliseconds) past
+# the deadline first. `overdue` moves time without running them. Linux re-programs its
+# one-shot tick in that window; an interrupt lost there left it in HLT for ever.
+
+def overdue(clock, ns: int) -> None:
+    clock._t += ns
+
+
+@pytest.mark.parametrize("store", [
+    (Reg.LVT_TIMER, 0x30),                        # Linux's set_state_oneshot rewrites it
+    (Reg.LVT_TIMER, MASKED | 0x30),               # masked after the count reached 0
+    (Reg.TIMER_DIVIDE, 0b0000),
+    (Reg.SVR, ENABLE | SPURIOUS),
+    (Reg.TIMER_INITIAL, 0),                       # stopping it
+    (Reg.TPR, 0),                                 # any register
+])
+def test_a_one_shot_that_expired_before_the_host_ran_its_timers_still_interrupts(store):
+    apic, clock, _ = make()
+    start_timer(apic, 100, 0b1011)
+    overdue(clock, 150)
+    wr(apic, *store)
+    clock.step(0)
+    assert apic.acknowledge() == 0x30 and apic.timer_interrupts == 1
+    wr(apic, Reg.EOI, 0)
+    clock.step(10_000)
+    assert apic.irr == 0 and apic.timer_interrupts == 1      # once, not twice
+
+
+def test_reading_the_expired_count_first_does_not_lose_the_interrupt():
+    apic, clock, _ = make()
+    start_timer(apic, 100, 0b1011)
+    overdue(clock, 100)
+    assert rd(apic, Reg.TIMER_CURRENT) == 0
+    assert bit_in(apic, Reg.IRR, 0x30)            # in the IRR since the count reached 0
+    wr(apic, Reg.LVT_TIMER, 0x30)
+    assert apic.acknowledge() == 0x30
+
+
+def test_a_new_count_written_late_gets_its_own_interrupt_after_the_overdue_one():
+    apic, clock, _ = make()
+    start_timer(apic, 100, 0b1011)
+    overdue(clock, 130)
+    wr(apic, Reg.TIMER_INITIAL, 50)               # re-armed 30 ns after the old deadline
+    assert apic.acknowledge() == 0x30
+    wr(apic, Reg.EOI, 0)
+    clock.step(49)
+    assert apic.irr == 0
+    clock.step(1)
+    assert apic.acknowledge() == 0x30 and apic.timer_interrupts == 2
+
+
+def test_a_late_periodic_timer_keeps_its_grid():
+    apic, clock, _ = make()
+    start_timer(apic, 100, 0b1011, lvt=PERIODIC | 0x30)
+    overdue(clock, 120)
+    wr(apic, Reg.LVT_TIMER, PERIODIC | 0x30)
+    assert apic.acknowledge() == 0x30
+    wr(apic, Reg.EOI, 0)
+    clock.step(79)
+    assert apic.irr == 0
+    clock.step(1)                                 # 200: the next period of the old grid
+    assert apic.acknowledge() == 0x30 and apic.timer_interrupts == 2
+
+
+@pytest.mark.parametrize("store", [
+    (Reg.TIMER_INITIAL, 0x3E),                    # what Linux wrote before it hung: 992 ns
+    (Reg.TIMER_DIVIDE, 0b0011),                   # rebasing a count with 1 tick left
+    (Reg.LVT_TIMER, 0x30),
+    (Reg.SVR, ENABLE | SPURIOUS),
+])
+def test_a_short_count_cannot_expire_inside_the_store_that_arms_it(store):
+    apic, _, _ = make()
+    clock = CrawlingClock(crawl=5_000)            # 5 us between any two reads of the time
+    apic.clock = clock
+    wr(apic, Reg.TIMER_DIVIDE, 0b0011)            # divide by 16
+    wr(apic, Reg.LVT_TIMER, 0x30)
+    wr(apic, Reg.TIMER_INITIAL, 0x3E if store[0] == Reg.TIMER_INITIAL else 1_000_000)
+    if store[0] != Reg.TIMER_INITIAL:
+        clock._t = apic._timer_deadline - 16      # one tick left at the store
+        wr(apic, *store)
+    clock.run_due()
+    clock.run_due()
+    assert apic.acknowledge() == 0x30 and apic.timer_interrupts == 1
+
+
+def test_a_one_nanosecond_periodic_timer_cannot_keep_the_host_in_the_clock():
+    # Time moves on while the host runs the clock's timers. A hostile 1 ns period is due
+    # again at every reading: the clock must fire what was due when it started and
+    # return (one interrupt, the rest counted as lost), or --timeout is never checked.
+    clock = CrawlingClock(crawl=100)
+    reads = 0
+
+    def source():
+        nonlocal reads
+        reads += 1
+        assert reads < 10_000, "Clock.run_due did not return"
+        return clock._crawl()
+    clock._source = source
+    apic, _, _ = make()
+    apic.clock = clock
+    start_timer(apic, 1, 0b1011, lvt=PERIODIC | 0x30)
+    clock._t += 1_000_000
+    assert clock.run_due() == 1
+    assert apic.acknowledge() == 0x30 and apic.lost_timer_ticks > 900_000
 
 # ---- ICR: IPIs to one CPU -------------------------------------------------------------------
 

@@ -2,7 +2,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hv.devices.pit8254 import PIT_HZ, Pit8254, ns_at
-from tests.devices.harness import Harness, ManualClock, RecordingIrq
+from tests.devices.harness import CrawlingClock, Harness, ManualClock, RecordingIrq
 
 CH0, CH1, CH2, CTRL, PORT_B = 0x40, 0x41, 0x42, 0x43, 0x61
 
@@ -99,6 +99,17 @@ def test_mode0_raises_irq_once_at_terminal_count():
     clock.step(1)
     assert irq.edges == 1
     clock.step(1_000_000_000)
+    assert irq.edges == 1
+
+
+def test_a_short_mode0_count_cannot_pass_its_edge_inside_the_write_that_arms_it():
+    # A loaded host: 5 us (6 ticks) pass between any two reads of the time, longer than
+    # the count. The edge must still be armed and fire.
+    clock = CrawlingClock(crawl=5_000)
+    irq = RecordingIrq()
+    h = Harness(Pit8254(clock, irq))
+    program(h, 0, 0, 2)
+    clock.run_due()
     assert irq.edges == 1
 
 
