@@ -94,7 +94,8 @@ class LiveConsole:
         text = (" hv: Ctrl-] then m: monitor, q: quit, Ctrl-]: type Ctrl-]" if self._escape
                 else " hv: Ctrl-] q quits, Ctrl-] m monitor")
         if n < TEXT_ROWS:
-            text += f" | guest rows {first + 1}-{first + n} of {TEXT_ROWS} (terminal too short)"
+            # Short enough that the whole line fits 80 columns in either state.
+            text += f" | guest rows {first + 1}-{first + n}/{TEXT_ROWS}"
         return "\x1b[0;7m" + text.ljust(columns)[:columns] + "\x1b[0m"
 
     def _draw(self, now: int) -> None:
