@@ -128,6 +128,9 @@ KERNEL_TARGETS: tuple[KernelTarget, ...] = (
     # The same kernel ending in cli; hlt instead of the power-off hypercall.
     KernelTarget("haltkernel", _HELLO, defines=("END_WITH_HLT",), depends=("kernels/hvboot.h",),
                  description="hellokernel ending in cli; hlt instead of the power-off call"),
+    # The utility-VM kernel (hv container run --isolation vm): one Linux program at ring 3.
+    KernelTarget("uvmkernel", ("uvm/entry.S", "uvm/uvm.c"), depends=("kernels/hvboot.h",),
+                 description="utility-VM kernel: a Linux i386 program, files over 9P"),
 )
 
 # Linux programs for process containers (hv/container): static i386 ELFs built with the
@@ -173,6 +176,7 @@ LINUX_TARGETS: tuple[LinuxTarget, ...] = (
     LinuxTarget("leak", ("linux/leak.c",), flags=("-I", str(GUESTS_DIR / "include")),
                 description="leaks data through hv's Global\\ named objects"),
     LinuxTarget("escape", ("linux/escape.c",), description="tries to reach files outside its container"),
+    LinuxTarget("fsloop", ("linux/fsloop.c",), description="stat and open+read loops (benchmarks)"),
 )
 
 

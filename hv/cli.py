@@ -564,8 +564,8 @@ OWN_PARSERS = {
                                          "plots and JSON (hv bench --quick, --json FILE, --out DIR)"),
     "image": ("hv.container.images", "main_image", "container images: import an OCI or docker-save "
                                                    "archive, build from a folder, ls, rm"),
-    "container": ("hv.container.container", "main_container", "process containers: run, ls, diff, "
-                                                             "commit, logs, rm"),
+    "container": ("hv.container.container", "main_container", "process and utility-VM containers: "
+                                                             "run, ls, diff, commit, logs, rm"),
     "registry": ("hv.cli", "_main_registry", "export or import container registry keys as .reg "
                                              "files"),
 }

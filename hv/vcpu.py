@@ -553,7 +553,9 @@ class Vcpu:
                 code = self.read_linear(self.pc(), SITE_LEN)
             except GuestFault:
                 code = b""
-            if code[:3] == VMCALL:
+            # Hypercalls are the kernel's: at CPL > 0 a vmcall is #UD, as KVM makes it, so a
+            # program at ring 3 can neither power off nor write through its kernel's channel.
+            if code[:3] == VMCALL and self.cpl() == 0:
                 self._hypercall(int.from_bytes(code[3:5], "little"))
                 return True
             self.stats.count(exits.EXCEPTION, "#UD")
@@ -569,6 +571,16 @@ class Vcpu:
         finally:
             self._in_hook = False
         return True
+
+    def cpl(self) -> int:
+        """The current privilege level: 0 in real mode, 3 in virtual-8086 mode, else CS's
+        RPL (which a CS load always sets to the CPL)."""
+        uc = self.uc
+        if not uc.reg_read(X.UC_X86_REG_CR0) & 1:
+            return 0
+        if uc.reg_read(X.UC_X86_REG_EFLAGS) & (1 << 17):
+            return 3
+        return uc.reg_read(X.UC_X86_REG_CS) & 3
 
     def _hypercall(self, number: int) -> None:
         entry = self.machine.hypercalls.lookup(number)

@@ -186,8 +186,9 @@ def _install_in_child(cache_home) -> str:
     code = ("from hv import codepages; ok = codepages.install(); "
             "print(ok, codepages.why_not())")
     env = dict(os.environ, XDG_CACHE_HOME=str(cache_home))
+    # (run from outside the checkout: its hv source tree would shadow the installed package)
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          check=True, timeout=60).stdout.strip()
+                          check=True, timeout=60, cwd=cache_home).stdout.strip()
 
 
 def test_the_symbol_cache_is_written_once_and_a_forged_one_patches_nothing(tmp_path):

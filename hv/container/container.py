@@ -1,7 +1,8 @@
 """Containers: an image, a writable file layer, a registry layer and a record, under ``$HV_HOME``.
 
     hv container run [--name N] [--rm] [-v HOST:GUEST[:ro]] [-e K=V] [-w DIR] [--cpus F]
-                     [--memory SIZE] [--replicas N] [--strace] IMAGE PROG [ARGS]
+                     [--memory SIZE] [--replicas N] [--strace] [--isolation process|vm]
+                     [--stats] IMAGE PROG [ARGS]
     hv container ls [-a] | diff NAME | commit NAME -t IMAGE | logs NAME | rm [-f] NAME...
 
 On disk::
@@ -373,8 +374,9 @@ def _image_env(image) -> dict[str, str]:
 # -- hv container ------------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="hv container", description="Process containers: Linux i386 programs on hv's "
-                "shared kernel, their files and registry in layers of their own.")
+    p = OneLineParser(prog="hv container", description="Containers: Linux i386 programs on hv's "
+                "shared kernel (or, with --isolation vm, each in a utility VM), their files and "
+                "registry in layers of their own.")
     sub = p.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
     run = sub.add_parser("run", help="create containers from IMAGE and run PROG in them")
     run.add_argument("--name", help="the container's name (with --replicas: NAME-1, NAME-2...)")
@@ -388,6 +390,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--replicas", type=int, default=1, metavar="N",
                      help="N containers of the same command, on one shared kernel")
     run.add_argument("--strace", action="store_true", help="print every system call on stderr")
+    run.add_argument("--isolation", choices=("process", "vm"), default="process",
+                     help="process: hv's shared kernel serves the calls; vm: a utility VM each "
+                          "(hv's trimmed kernel; files and registry forwarded to the host)")
+    run.add_argument("--stats", action="store_true",
+                     help="with --isolation vm: print the VM's exits, 9P messages and calls")
     run.add_argument("image")
     run.add_argument("prog")
     run.add_argument("args", nargs=argparse.REMAINDER)
@@ -483,6 +490,15 @@ def main_container(argv: list[str]) -> int:
 
 def _cmd_run(args, store: ContainerStore) -> int:
     image, vols, memory, workdir = _run_args(args, store)
+    if args.isolation == "vm":
+        from hv.container.uvm import UvmError, check_ram
+        if args.strace:
+            raise ContainerError("--strace needs --isolation process (a utility VM's calls "
+                                 "are served by its own kernel; see --stats)")
+        try:
+            check_ram(memory)
+        except UvmError as e:
+            raise ContainerError(str(e)) from None
     argv = [args.prog] + list(args.args)
     if args.replicas == 1:
         names = [args.name]
@@ -493,8 +509,15 @@ def _cmd_run(args, store: ContainerStore) -> int:
         for n in names:
             cs.append(store.create(image, argv, name=n, env=args.env, workdir=workdir, volumes=vols,
                                    cpus=args.cpus, memory=memory))
-        statuses = run_containers(store, cs, strace=args.strace,
-                                  stdin_fd=_stdin_fd() if args.replicas == 1 else None)
+        if args.isolation == "vm":
+            from hv.container.uvm import run_vm_containers
+            for c in cs:
+                c.record["isolation"] = "vm"
+                c.save()
+            statuses = run_vm_containers(store, cs, stats=args.stats)
+        else:
+            statuses = run_containers(store, cs, strace=args.strace,
+                                      stdin_fd=_stdin_fd() if args.replicas == 1 else None)
     finally:
         if args.rm:
             for c in cs:

@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from hv.container.container import ContainerStore, main_container, parse_size, C
 from hv.container.images import ImageStore
 from hv.container.registry import REG_SZ, LayeredRegistry, seal_layer
 from tests.container.conftest import QEMU, needs_qemu
+from tests import hvcmd
 
 PROGRAMS = ("service", "hog", "leak", "escape", "io")
 CONF = "name=svc\ngreeting=hi there\nrounds=3\n"
@@ -115,9 +115,9 @@ def test_replicas_share_one_kernel_but_each_has_its_own_layers(hv, home):
 
 
 def test_stdin_is_passed_when_it_is_a_pipe(home, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "hv", "container", "run", "--rm", "svc", "/bin/io"],
-                          input=b"hello from the pipe\n", capture_output=True, timeout=120,
-                          env=dict(os.environ, HV_HOME=str(home)))
+    proc = hvcmd.run(["container", "run", "--rm", "svc", "/bin/io"],
+                     input=b"hello from the pipe\n", capture_output=True, timeout=120,
+                     env=dict(os.environ, HV_HOME=str(home)))
     assert proc.returncode == 0, proc.stderr
     assert b"HELLO FROM THE PIPE\n" in proc.stdout                      # io upper-cases its stdin
     assert b"stdin: 20 bytes, 1 lines\n" in proc.stdout
@@ -204,9 +204,9 @@ def test_parse_size():
 
 
 def test_the_record_survives_kill_9_and_the_container_shows_as_killed(home, hv):
-    proc = subprocess.Popen([sys.executable, "-m", "hv", "container", "run", "--name", "k", "svc",
-                             "/bin/hog", "cpu"], env=dict(os.environ, HV_HOME=str(home)),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = hvcmd.popen(["container", "run", "--name", "k", "svc", "/bin/hog", "cpu"],
+                       env=dict(os.environ, HV_HOME=str(home)),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
