@@ -850,3 +850,9 @@ def test_bioscheck_passes_everything(drive, machines, tmp_path):
     out = m.serial_text()
     assert "bioscheck done" in out
     assert "FAIL" not in out, out
+
+
+def test_int15_86_with_a_zero_wait_returns_as_a_finished_wait(fuzz_machine):
+    """Found by the service fuzz test: CX:DX = 0 returned CF clear with AH still 86h."""
+    ctx = call(fuzz_machine, system.int15, ax=0x8600, cx=0, dx=0)
+    assert not ctx.cf and ctx.regs.ah == 0

@@ -242,7 +242,8 @@ def sys_86(ctx):
     deadline = m.bios_state.get("int15_86_deadline")
     if deadline is None:
         us = (r.cx << 16) | r.dx
-        if us == 0:
+        if us == 0:                       # nothing to wait for: done, as a finished wait
+            r.ah = 0
             _success(ctx)
             return None
         deadline = now + us * 1000
