@@ -13,6 +13,14 @@ outside the timed span unless the figure is about them (``boot``, ``machines``).
     boot(kind)                             reset to the first guest instruction
     cpu(kernel, dispatch, iterations)      hv against bare Unicorn on the same code
     machines(n)                            n machines in one process: time and memory
+    container_*(...)                       process containers (issue 9): start, calls,
+                                           service and CPU beside qemu-i386, density
+    uvm_*(...)                             utility VMs (issue 12): cold boot, start from
+                                           the template, forwarded calls, idle RSS
+
+The container and utility-VM functions wrap bench/test_container.py, test_containers.py
+and test_uvm.py (imported when called: they need pytest, which ``hv bench`` otherwise does
+not), and give their figures names and units.
 """
 from __future__ import annotations
 
@@ -700,6 +708,137 @@ def cached_debian_linux(tmp: Path | None = None) -> tuple[Path, Path] | None:
     return kernel, initrd
 
 
+# ---- process containers (issue 9) -----------------------------------------------------------
+
+def qemu_i386() -> str | None:
+    import shutil
+    return shutil.which("qemu-i386")
+
+
+def container_start(warm: bool, repeats: int = 30) -> dict:
+    """Create to the first guest instruction (layers, registry, process, entered on an
+    engine): median of ``repeats``; cold makes a new Unicorn engine each time, warm takes
+    one from the pool."""
+    from hv.bench.test_containers import start_us
+    whole, proc = start_us(warm, repeats)
+    return {"warm": warm, "repeats": repeats, "ms": round(whole / 1e3, 4),
+            "process_and_engine_ms": round(proc / 1e3, 4)}
+
+
+def container_call(mode: str, n: int, repeats: int = 3) -> dict:
+    """ns per round trip of `syscalls MODE N` (getpid, devnull: write to /dev/null) less
+    N = 0, best of ``repeats``; served by the C fast path when built (``path``), and the
+    Python path beside it for getpid."""
+    from hv.bench.test_container import call_round_trip_ns
+    from hv.container.engine import Engine, c_available
+    engine = Engine()
+    try:
+        fast = c_available()
+        f = {"calls": n, "path": "c" if fast else "python",
+             "ns_per_call": round(call_round_trip_ns(mode, n, engine, fast, repeats), 1)}
+        if fast and mode == "getpid":
+            f["python_path_ns_per_call"] = round(
+                call_round_trip_ns(mode, max(1, n // 10), engine, False, repeats), 1)
+    finally:
+        engine.close()
+    f["us_per_call"] = round(f["ns_per_call"] / 1e3, 4)
+    return f
+
+
+def container_regquery(n: int, repeats: int = 3) -> dict:
+    """ns per registry query round trip in a process container (`syscalls regquery N`)."""
+    from hv.bench.test_containers import regquery_ns
+    ns = regquery_ns(n, repeats)
+    return {"calls": n, "ns_per_call": round(ns, 1), "us_per_call": round(ns / 1e3, 3)}
+
+
+def container_service(rounds: int, repeats: int = 3) -> dict:
+    """The service workload end to end (layers, registry, the program on the shared
+    kernel) and qemu-i386 running the same binary in the same run, best of ``repeats``."""
+    from hv.bench.test_containers import service_seconds
+    hv_s, qemu_s = service_seconds(rounds, repeats)
+    return {"rounds": rounds, "hv_s": round(hv_s, 4), "qemu_i386_s": _round(qemu_s, 4),
+            "hv_over_qemu": round(hv_s / qemu_s, 2) if qemu_s else None}
+
+
+def container_cpu(iterations: int) -> dict:
+    """`cpuloop N` as a process (preemptible engine: the block hook on), without the block
+    hook, and under qemu-i386: the same binary, best of 3 each."""
+    from hv.bench.test_container import cpuloop_seconds
+    hv_s, plain_s, qemu_s = cpuloop_seconds(iterations)
+    return {"iterations": iterations, "hv_s": round(hv_s, 4), "hv_no_block_hook_s": round(plain_s, 4),
+            "qemu_i386_s": _round(qemu_s, 4),
+            "hv_over_qemu": round(hv_s / qemu_s, 2) if qemu_s else None,
+            "hv_no_block_hook_over_qemu": round(plain_s / qemu_s, 2) if qemu_s else None}
+
+
+def container_density(n: int) -> dict:
+    """``n`` idle containers (layers, registry, a process asleep in nanosleep) on one kernel
+    with one engine: host RSS per container, the pages its guest wrote, and the rest."""
+    from hv.bench.test_containers import density_kib
+    per, guest = density_kib(n)
+    return {"containers": n, "kib_per_container": round(per, 1), "kib_guest_pages": round(guest, 1),
+            "mib_besides_guest_pages": round((per - guest) / 1024, 3)}
+
+
+# ---- utility VMs (issue 12) ------------------------------------------------------------------
+
+def uvm_cold_boot(repeats: int = 5) -> dict:
+    """Machine built and hv's kernel booted to ready (paging, IDT, timer, virtio, 9P attach),
+    no template: best of ``repeats``."""
+    from hv.bench.test_uvm import cold_boot_ms
+    return {"repeats": repeats, "ms": round(cold_boot_ms(repeats), 3)}
+
+
+def uvm_start(repeats: int = 20) -> dict:
+    """Start from the template: the clone (RAM mapped copy-on-write, devices restored) plus
+    the launch to the program's first instruction (its kernel's clock), each the best of
+    ``repeats``; and clone + a whole `fsloop stat 0` run to exit."""
+    from hv.bench.test_uvm import clone_us
+    clone, launch, whole = clone_us(repeats)
+    return {"repeats": repeats, "clone_ms": round(clone / 1e3, 4), "launch_ms": round(launch / 1e3, 4),
+            "ms": round((clone + launch) / 1e3, 4), "clone_to_exit_ms": round(whole / 1e3, 3)}
+
+
+def uvm_call(kind: str, n: int, repeats: int = 3) -> dict:
+    """µs per forwarded call (stat, openread: open+read+close of a small file, regquery)
+    in a utility VM and the same program's call in a process container."""
+    from hv.bench.test_uvm import call_us
+    vm, proc = call_us(kind, n, repeats)
+    return {"kind": kind, "calls": n, "vm_us": round(vm, 2), "process_us": round(proc, 2),
+            "vm_over_process": round(vm / proc, 1) if proc > 0 else None}
+
+
+def uvm_idle(n: int) -> dict:
+    """Host RSS per idle VM: ``n`` clones from the template left at ready."""
+    from hv.bench.test_uvm import idle_rss_kib
+    kib = idle_rss_kib(n)
+    return {"vms": n, "kib_per_vm": round(kib, 1), "mib_per_vm": round(kib / 1024, 3)}
+
+
+def _round(v, digits):
+    return None if v is None else round(v, digits)
+
+
+# Figure sets measured in a fresh process: RSS growth in this one would reuse memory that
+# earlier cases freed and come out too small.
+SUBPROCESS = {"container-density": container_density, "uvm-idle": uvm_idle}
+
+
+def in_subprocess(what: str, *args, timeout: float = 600) -> dict:
+    """``what`` (a SUBPROCESS key, or "machines") in ``python -m hv.bench.matrix``."""
+    import json
+    import subprocess
+    import sys
+    # The installed hv, run from a neutral folder so no checkout shadows it.
+    p = subprocess.run([sys.executable, "-m", "hv.bench.matrix", what, *map(str, args)],
+                       capture_output=True, text=True, timeout=timeout, cwd=tempfile.gettempdir())
+    if p.returncode != 0:
+        raise RuntimeError((p.stderr.strip().splitlines() or ["?"])[-1]
+                           + f" (exit status {p.returncode})")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
 def _main(argv: list[str]) -> int:
     import json
     if argv[:1] == ["machines"]:
@@ -709,7 +848,11 @@ def _main(argv: list[str]) -> int:
             f["python_heap_mib_per_machine"] = python_heap_per_machine(3, guest, dispatch)
         print(json.dumps(f))
         return 0
-    print("usage: python -m hv.bench.matrix machines N GUEST DISPATCH", flush=True)
+    if len(argv) == 2 and argv[0] in SUBPROCESS:
+        print(json.dumps(SUBPROCESS[argv[0]](int(argv[1]))))
+        return 0
+    print("usage: python -m hv.bench.matrix machines N GUEST DISPATCH | "
+          + " | ".join(f"{k} N" for k in SUBPROCESS), flush=True)
     return 2
 
 

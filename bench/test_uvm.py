@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.test_containers import Container, _rss_bytes, make_image
+from hv.bench.test_containers import Container, _rss_bytes, make_image
 from hv import guests
 from hv.container.engine import Engine
 from hv.container.layers import LayeredRoot

@@ -93,12 +93,15 @@ class Engine:
         self.uc = uc = Uc(UC_ARCH_X86, UC_MODE_32)
         uc.ctl_set_tcg_buffer_size(TCG_BUFFER)
         codepages.track(uc)             # stores at full speed off pages with code
-        # Exit checks stay on: a store to an unmapped page must stop the process at that
-        # instruction (SIGSEGV), not at the end of its block, after a system call in it ran.
+        # Stops come between blocks (interrupt hook): without the engine's per-access exit
+        # checks an access to an unmapped page ends the slice only at the end of its block,
+        # so the memory hooks mark the fault pending and no system call is served after it.
+        codepages.exit_checks(uc, False)
         self.kind = "python" if dispatch == "python" or _fastpath is None else "c"
         self.preemptible = preemptible
         self.resident = None            # the process whose areas are mapped here
         self.fault_addr = None          # (access, address) of the last failed access
+        self.fault_eip = None           # and the instruction that made it
         self._py_block_hook = None
         if self.kind == "c":
             self._install_c()
@@ -257,7 +260,7 @@ class Engine:
                 self._py_block_hook = uc.hook_add(UC_HOOK_BLOCK, self._py_block)
         else:
             ctl.deadline_ns = 0
-        self.fault_addr = None
+        self.fault_addr = self.fault_eip = None
         error = None
         try:
             uc.emu_start(uc.reg_read(X.UC_X86_REG_EIP), UNTIL)
@@ -281,11 +284,18 @@ class Engine:
         p = self.resident
         if p is not None and access != 23 and p.grow_stack(address):   # 23: UC_MEM_FETCH_UNMAPPED
             return True
-        self.fault_addr = (access, address)
-        return False
+        return self._memory_fault(access, address)
 
     def _on_prot(self, uc, access, address, size, value, ud) -> bool:
+        return self._memory_fault(access, address)
+
+    def _memory_fault(self, access, address) -> bool:
+        """The access fails (the engine reports it when the slice ends); until then nothing
+        may run on the program's behalf: the block hook stops at the next block start and
+        the interrupt hook serves no system call (docs/unicorn.md §10)."""
         self.fault_addr = (access, address)
+        self.fault_eip = self.uc.reg_read(X.UC_X86_REG_EIP)
+        self.ctl.fault_pending = self.ctl.kick = 1
         return False
 
     # -- the Python fallback -------------------------------------------------------------------

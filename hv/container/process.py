@@ -224,6 +224,8 @@ class Process:
         if engine.fault_addr is not None:
             access, addr = engine.fault_addr
             what = f"{ACCESS_NAMES.get(access, 'access')} of {addr:#x}"
+            # the faulting instruction: the engine reports the fault only at its block's end
+            eip = engine.fault_eip if engine.fault_eip is not None else eip
         else:
             what = str(error)
         self.die(signal.SIGSEGV, f"SIGSEGV: invalid {what} at eip {eip:#x}")

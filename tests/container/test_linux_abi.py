@@ -449,3 +449,14 @@ def test_an_idle_process_holds_no_engine_and_its_pages_only(tmp_path):
         os.close(r)
         if w >= 0:
             os.close(w)
+
+
+def test_no_system_call_runs_after_a_faulting_store_in_the_same_block(tmp_path):
+    """The engine reports a bad access only when its block ends (no per-access exit checks,
+    docs/unicorn.md §10): the exit(42) right after the store must not run."""
+    from tests.container.conftest import TINY_CODE
+    store_then_exit = bytes.fromhex("a300100000"                # mov [0x1000], eax (unmapped)
+                                    "b801000000" "bb2a000000" "cd80")   # exit(42)
+    p = run_tiny(tmp_path, store_then_exit)
+    assert p.exit_status == 139, p.message
+    assert p.message == f"SIGSEGV: invalid write of 0x1000 at eip {TINY_CODE:#x}"
