@@ -514,7 +514,8 @@ def _cmd_run(args, store: ContainerStore) -> int:
             for c in cs:
                 c.record["isolation"] = "vm"
                 c.save()
-            statuses = run_vm_containers(store, cs, stats=args.stats)
+            statuses = run_vm_containers(store, cs, stats=args.stats,
+                                         stdin_fd=_stdin_fd() if args.replicas == 1 else None)
         else:
             statuses = run_containers(store, cs, strace=args.strace,
                                       stdin_fd=_stdin_fd() if args.replicas == 1 else None)

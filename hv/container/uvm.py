@@ -9,9 +9,10 @@ device, served by its ``LayeredRegistry``. The program's memory never leaves the
 
 Three hypercalls of its own (beside direct boot's console, power-off and time):
 
-    0x0100 UVM_WRITE   EBX stream (1 stdout, 2 stderr), ECX phys addr, EDX len -> EAX written
-    0x0101 UVM_READY   EBX phys addr of the launch block, ECX its size: the host fills it
-    0x0102 UVM_STATS   EBX phys addr of the kernel's counters (8 x u32), at exit
+    0x0010 UVM_WRITE   EBX stream (1 stdout, 2 stderr), ECX phys addr, EDX len -> EAX written
+    0x0011 UVM_READY   EBX phys addr of the launch block, ECX its size: the host fills it
+    0x0012 UVM_STATS   EBX phys addr of the kernel's counters (8 x u32), at exit
+    0x0013 UVM_READ    EBX phys addr, ECX len: read the container's stdin -> EAX bytes (0: end)
 
 Fast start: the kernel is booted once to UVM_READY (paging, IDT, timer, virtio drivers, 9P
 attached) and saved as a template snapshot under ``$HV_HOME/templates/`` keyed by the kernel
@@ -36,7 +37,8 @@ from hv.devices.fs_virtio9p import Virtio9p
 from hv.devices.registry_virtio import VirtioRegistry
 from hv.machine import Machine, MachineConfig
 
-HC_WRITE, HC_READY, HC_STATS = 0x0100, 0x0101, 0x0102
+HC_WRITE, HC_READY, HC_STATS, HC_READ = 0x0010, 0x0011, 0x0012, 0x0013
+READ_MAX = 64 << 10                      # the kernel's bounce buffer
 LAUNCH_MAGIC = 0x4C4D5655                     # "UVML"
 LAUNCH_HEADER = struct.Struct("<IIQII")        # magic, size, epoch_ns, argc, envc
 STATS_FIELDS = ("ticks", "syscalls", "guest_calls", "p9_calls", "reg_calls", "unknown_calls",
@@ -129,8 +131,10 @@ class UtilityVm:
 
     def __init__(self, root, open_registry: Callable[[], object], *, memory: int | None = None,
                  stdout: Callable[[bytes], object], stderr: Callable[[bytes], object],
-                 template: Path | None = None, cpus: float | None = None) -> None:
+                 template: Path | None = None, cpus: float | None = None,
+                 stdin: int | None = None) -> None:
         self.ram = check_ram(memory)
+        self.stdin = stdin                       # a host fd the program's fd 0 reads, or none
         self.registry = _LazyRegistry(open_registry)
         self.p9 = Virtio9p(root)
         self.reg = VirtioRegistry(self.registry)
@@ -154,7 +158,8 @@ class UtilityVm:
         hc = self.machine.hypercalls
         for number, name, handler in ((HC_WRITE, "uvm:write", self._hc_write),
                                       (HC_READY, "uvm:ready", self._hc_ready),
-                                      (HC_STATS, "uvm:stats", self._hc_stats)):
+                                      (HC_STATS, "uvm:stats", self._hc_stats),
+                                      (HC_READ, "uvm:read", self._hc_read)):
             hc.register(number, name, _kernel_only(handler))
 
     # -- hypercalls ----------------------------------------------------------------------------
@@ -166,6 +171,22 @@ class UtilityVm:
             ctx.regs.eax = 0
             return
         (self.stderr if stream == 2 else self.stdout)(data)
+        ctx.regs.eax = len(data)
+
+    def _hc_read(self, ctx) -> None:
+        """The program reads its stdin: the host's, when it is a pipe or a terminal (as a
+        process container's). The vCPU waits in the read, as a blocking device would."""
+        addr, n = ctx.regs.ebx, min(ctx.regs.ecx, READ_MAX)
+        data = b""
+        if self.stdin is not None and n:
+            try:
+                data = os.read(self.stdin, n)
+            except OSError:
+                data = b""                       # an unreadable stdin reads as its end
+        try:
+            ctx.mem.write(addr, data)
+        except ValueError:
+            data = b""
         ctx.regs.eax = len(data)
 
     def _hc_ready(self, ctx) -> None:
@@ -282,13 +303,14 @@ def build_template(home: Path, ram: int) -> Path:
 
 def run_in_vm(root, open_registry, prog: str, argv: list[str], env: list[str], cwd: str, *,
               memory: int | None, stdout, stderr, home: Path | None, cold: bool = False,
-              stats: dict | None = None, cpus: float | None = None) -> int:
+              stats: dict | None = None, cpus: float | None = None,
+              stdin: int | None = None) -> int:
     """Run one program in a utility VM (cloned from the template unless ``cold``)."""
     ram = check_ram(memory)
     template = None if cold or home is None else build_template(home, ram)
     try:
         vm = UtilityVm(root, open_registry, memory=ram, stdout=stdout, stderr=stderr,
-                       template=template, cpus=cpus)
+                       template=template, cpus=cpus, stdin=stdin)
     except (ValueError, OSError, KeyError) as e:
         if template is None:
             raise UvmError(f"cannot build the utility VM: {e}") from None
@@ -297,7 +319,7 @@ def run_in_vm(root, open_registry, prog: str, argv: list[str], env: list[str], c
             stale.unlink(missing_ok=True)
         template = build_template(home, ram)
         vm = UtilityVm(root, open_registry, memory=ram, stdout=stdout, stderr=stderr,
-                       template=template, cpus=cpus)
+                       template=template, cpus=cpus, stdin=stdin)
     try:
         status = vm.run(prog, argv, env, cwd)
         if stats is not None:
@@ -312,7 +334,8 @@ __all__ = ["UtilityVm", "UvmError", "run_in_vm", "build_template", "template_pat
 
 
 # -- hv container run --isolation vm ------------------------------------------------------------------
-def run_vm_containers(store, containers, *, stats: bool = False) -> list[int]:
+def run_vm_containers(store, containers, *, stats: bool = False,
+                      stdin_fd: int | None = None) -> list[int]:
     """Each container's program in a utility VM of its own, one after the other; the
     containers' records, logs and layers are the same as a process container's."""
     from hv.container.container import EXIT_CANNOT_RUN, ContainerError, _image_env, _Tee
@@ -330,7 +353,8 @@ def run_vm_containers(store, containers, *, stats: bool = False) -> list[int]:
             status = run_in_vm(root, lambda: store.open_registry(c, image), r["argv"][0], r["argv"],
                                env, r["workdir"], memory=r["memory"], stdout=out.write,
                                stderr=err.write, home=store.home,
-                               stats=counters, cpus=r["cpus"])
+                               stats=counters, cpus=r["cpus"],
+                               stdin=stdin_fd if len(containers) == 1 else None)
         except UvmError as e:
             r.update(state="exited", status=EXIT_CANNOT_RUN)
             c.save()

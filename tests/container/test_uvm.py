@@ -206,3 +206,16 @@ def test_a_hypercall_from_the_program_at_ring_3_is_an_invalid_opcode_not_a_power
                        stats={})
     store.remove(c)
     assert status == 128 + 4, (status, bytes(out))              # SIGILL, not "powered off 42"
+
+
+@pytest.mark.parametrize("isolation", ["process", "vm"])
+def test_stdin_from_a_pipe_reaches_the_program_in_both_flavors(home, isolation):
+    from tests import hvcmd
+    data = b"hello from the pipe\n" + b"x" * 100_000 + b"\nlast\n"      # more than one read
+    proc = hvcmd.run(["container", "run", "--rm", "--isolation", isolation, "svc", "/bin/io"],
+                     input=data, capture_output=True, timeout=120,
+                     env=dict(os.environ, HV_HOME=str(home)))
+    assert proc.returncode == 0, proc.stderr
+    assert b"HELLO FROM THE PIPE\n" in proc.stdout                  # io upper-cases its stdin
+    assert f"stdin: {len(data)} bytes, 3 lines\n".encode() in proc.stdout
+    assert proc.stderr == b"a line on stderr\n"

@@ -21,9 +21,10 @@ typedef long long s64;
 #define NULL ((void *)0)
 
 /* ---- hypercalls of the utility VM (hv/container/uvm.py) ------------------------------- */
-#define UVM_WRITE 0x0100    /* EBX fd (1, 2), ECX phys, EDX len -> EAX written */
-#define UVM_READY 0x0101    /* EBX phys of the launch block, ECX its size: the host fills it */
-#define UVM_STATS 0x0102    /* EBX phys of struct uvm_stats, at exit */
+#define UVM_WRITE 0x0010    /* EBX fd (1, 2), ECX phys, EDX len -> EAX written */
+#define UVM_READY 0x0011    /* EBX phys of the launch block, ECX its size: the host fills it */
+#define UVM_STATS 0x0012    /* EBX phys of struct uvm_stats, at exit */
+#define UVM_READ  0x0013    /* EBX phys, ECX len: the container's stdin -> EAX bytes (0: end) */
 #define LAUNCH_MAGIC 0x4C4D5655u   /* "UVML" */
 
 #define HC(nr, b, c, d) ({ u32 _r; __asm__ volatile("vmcall; .word " #nr \
@@ -922,11 +923,25 @@ opened:;
 
 static u8 bounce[IOMAX] __attribute__((aligned(16)));
 
+/* stdin is the host's: one hypercall per read, which returns what the host's read gave
+ * (as a read from a pipe does); 0 is the end. */
+static int console_read(u8 *p, u32 n)
+{
+    if (n && !user_ok((u32)p, n)) return -EFAULT;
+    u32 k = n > sizeof bounce ? sizeof bounce : n;
+    if (!k) return 0;
+    u32 got = HC(0x0013, (u32)bounce, k, 0);
+    if (got > k) return -EIO;
+    memcpy(p, bounce, got);
+    return (int)got;
+}
+
 static int do_read(u32 fd, u32 buf, u32 count)
 {
     struct file *f = fd_get(fd);
     if (!f) return -EBADF;
-    if (f->kind == F_STDIN || f->kind == F_NULL) return 0;
+    if (f->kind == F_NULL) return 0;
+    if (f->kind == F_STDIN) return console_read((u8 *)buf, count);
     if (f->kind == F_PIPE_R) return count && !user_ok(buf, count) ? -EFAULT : pipe_io(f, (u8 *)buf, count, 0);
     if (f->kind != F_P9 || (f->flags & O_ACCMODE) == 1) return -EBADF;
     if (f->isdir) return -EISDIR;
@@ -975,7 +990,7 @@ static int console_write(u32 stream, const u8 *p, u32 n)
     while (done < n) {
         u32 k = n - done > sizeof bounce ? sizeof bounce : n - done;
         memcpy(bounce, p + done, k);
-        u32 w = HC(0x0100, stream, (u32)bounce, k);
+        u32 w = HC(0x0010, stream, (u32)bounce, k);
         if (w == 0 || w > k) break;
         done += w;
     }
@@ -1642,7 +1657,7 @@ static int do_getrandom(u32 buf, u32 n)
 
 static __attribute__((noreturn)) void do_exit(u32 code)
 {
-    HC(0x0102, (u32)&stats, sizeof stats, 0);
+    HC(0x0012, (u32)&stats, sizeof stats, 0);
     hv_poweroff(code & 0xFF);
 }
 
@@ -1918,7 +1933,7 @@ void kmain(const struct hv_bootinfo *bi)
     /* Ready: the host may save the VM here; each container resumes with its launch block. */
     struct launch *l = (struct launch *)launch_buf;
     while (l->magic != LAUNCH_MAGIC)
-        HC(0x0101, (u32)launch_buf, sizeof launch_buf, 0);
+        HC(0x0011, (u32)launch_buf, sizeof launch_buf, 0);
     epoch_ns = l->epoch_ns;
     u32 size = l->size < sizeof launch_buf ? l->size : sizeof launch_buf;
     launch_buf[size - 1] = 0;
@@ -1939,7 +1954,7 @@ void kmain(const struct hv_bootinfo *bi)
     normalize(prog, full);
     int r = load_elf(full, &entry, &phdr, &phnum);
     if (r < 0) {
-        HC(0x0102, (u32)&stats, sizeof stats, 0);
+        HC(0x0012, (u32)&stats, sizeof stats, 0);
         hv_poweroff(r == -ENOENT ? 127 : 126);
     }
 
@@ -1947,7 +1962,7 @@ void kmain(const struct hv_bootinfo *bi)
     /* The stack may grow to STACK_MAX; only what it starts with is promised. */
     if (vma_add_committing(USER_TOP - STACK_MAX, USER_TOP, 64) ||
         !user_ok(USER_TOP - (256u << 10), 256u << 10)) {
-        HC(0x0102, (u32)&stats, sizeof stats, 0);
+        HC(0x0012, (u32)&stats, sizeof stats, 0);
         hv_poweroff(126);
     }
     u32 sp = USER_TOP - 4;
