@@ -635,8 +635,9 @@ def seconds_until(argv: list[str], marker: str, limit: float = LINUX_LIMIT_S) ->
     import select
     import subprocess
     t0 = time.perf_counter()
+    # From a neutral folder: `python -m hv` run in a checkout would import its source tree.
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                         stdin=subprocess.DEVNULL)
+                         stdin=subprocess.DEVNULL, cwd=tempfile.gettempdir())
     seen = b""
     try:
         while marker.encode() not in seen:

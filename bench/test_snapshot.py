@@ -56,7 +56,9 @@ def config() -> MachineConfig:
 @pytest.fixture(scope="module")
 def snapshot_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("snap") / "timer16.hvsnap"
-    subprocess.run([sys.executable, "-c", CHILD, "save", str(path)], check=True, timeout=120)
+    # (children run from a neutral folder: in a checkout, its hv/ would shadow the installed hv)
+    subprocess.run([sys.executable, "-c", CHILD, "save", str(path)], check=True, timeout=120,
+                   cwd=path.parent)
     return path
 
 
@@ -72,7 +74,8 @@ def test_restore_16mib(benchmark, snapshot_file):
     benchmark.pedantic(restore, setup=close_last, rounds=30, iterations=1, warmup_rounds=2)
     close_last()
     fresh = subprocess.run([sys.executable, "-c", CHILD, "restore", str(snapshot_file)],
-                           capture_output=True, text=True, check=True, timeout=120)
+                           capture_output=True, text=True, check=True, timeout=120,
+                           cwd=snapshot_file.parent)
     st = os.stat(snapshot_file)
     benchmark.extra_info.update({
         "file_bytes": st.st_size, "allocated_bytes": st.st_blocks * 512,
