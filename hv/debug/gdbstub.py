@@ -440,25 +440,22 @@ class Connection:
             raise ProtocolError(E_FAULT)
         return data.hex().encode()
 
-    def _write_memory(self, rest: bytes) -> bytes:
+    def _write(self, rest: bytes, decode, limit: int) -> bytes:
+        """M (hex payload) and X (binary payload): ADDR,LENGTH:DATA."""
         spec, sep, payload = rest.partition(b":")
         addr, length = _addr_len(spec)
-        data = _hex_bytes(payload)
-        if not sep or length != len(data) or length > MAX_MEMORY:
+        data = decode(payload)
+        if not sep or length != len(data) or length > limit:
             raise ProtocolError()
         if data:
             self.request(lambda m: self.dbg.poke(addr, data))
         return b"OK"
 
+    def _write_memory(self, rest: bytes) -> bytes:
+        return self._write(rest, _hex_bytes, MAX_MEMORY)
+
     def _write_binary(self, rest: bytes) -> bytes:
-        spec, sep, payload = rest.partition(b":")
-        addr, length = _addr_len(spec)
-        data = unescape(payload)
-        if not sep or length != len(data) or length > PACKET_SIZE:
-            raise ProtocolError()
-        if data:
-            self.request(lambda m: self.dbg.poke(addr, data))
-        return b"OK"
+        return self._write(rest, unescape, PACKET_SIZE)
 
     def _breakpoint(self, rest: bytes, insert: bool) -> bytes:
         kind_text, _, spec = rest.partition(b",")
@@ -720,17 +717,8 @@ class GdbServer:
             pass
 
     def _accept_loop(self) -> None:
-        while not self._closing:
-            try:
-                ready, _, _ = select.select([self.listener], [], [], 0.2)
-                if not ready:
-                    continue
-                sock, _ = self.listener.accept()
-            except (OSError, ValueError):
-                return
-            if self._closing:
-                sock.close()
-                return
+        from hv.debug.monitor import accept_clients
+        for sock in accept_clients(self.listener, lambda: self._closing):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.settimeout(SEND_TIMEOUT)
             while not self.events.empty():            # stale stops from before this client

@@ -723,6 +723,23 @@ class StdioMonitor:
         """Nothing to release: the reader is a daemon thread blocked on stdin."""
 
 
+def accept_clients(listener: socket.socket, closing):
+    """Yield the clients of ``listener`` one after another until ``closing()`` or the
+    listener is closed (a 0.2 s poll: close() needs no wake-up)."""
+    while not closing():
+        try:
+            ready, _, _ = select.select([listener], [], [], 0.2)
+            if not ready:
+                continue
+            client, _ = listener.accept()
+        except (OSError, ValueError):
+            return
+        if closing():
+            client.close()
+            return
+        yield client
+
+
 class UnixMonitor:
     """``--monitor unix:PATH``: a socket; clients are served one after another."""
 
@@ -750,14 +767,7 @@ class UnixMonitor:
         self.thread.start()
 
     def _accept_loop(self) -> None:
-        while not self._closing:
-            try:
-                ready, _, _ = select.select([self.listener], [], [], 0.2)
-                if not ready:
-                    continue
-                client, _ = self.listener.accept()
-            except (OSError, ValueError):
-                return
+        for client in accept_clients(self.listener, lambda: self._closing):
             try:
                 client.settimeout(30.0)           # a client that stops reading is dropped
                 self._serve(client)

@@ -7,6 +7,8 @@ import time
 from contextlib import contextmanager
 
 from hv.devices.base import Device, RecordingIrq
+from hv.memory import GuestMemory
+from hv.virtio.queue import ram_ranges
 from hv.bus import PortBus
 from hv.clock import Clock
 
@@ -84,3 +86,16 @@ def time_limit(seconds: float):
 
 
 __all__ = ["DeviceHang", "Harness", "ManualClock", "RecordingIrq", "time_limit"]
+
+
+class GuardedMemory(GuestMemory):
+    """Guest memory that records every host write falling outside guest RAM (in ``bad``)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.bad: list[tuple[int, int]] = []
+
+    def write(self, addr, data):
+        if len(data) and not any(lo <= addr and addr + len(data) <= hi for lo, hi in ram_ranges(self)):
+            self.bad.append((addr, len(data)))
+        super().write(addr, data)

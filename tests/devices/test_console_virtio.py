@@ -10,24 +10,15 @@ from hypothesis import strategies as st
 from hv.devices.base import RecordingIrq
 from hv.devices.console_virtio import (RECEIVEQ0, TRANSMITQ0, TX_CHAIN_MAX, VIRTIO_CONSOLE_F_EMERG_WRITE,
                                     VIRTIO_CONSOLE_F_MULTIPORT, VIRTIO_CONSOLE_F_SIZE, VirtioConsole)
-from hv.memory import GuestMemory, MiB
+from hv.memory import MiB
 from hv.virtio import TRANSPORT_FEATURES, VIRTIO_F_EVENT_IDX, Status, VirtioMmio
 from hv.virtio import mmio as R
-from hv.virtio.queue import VIRTQ_DESC_F_NEXT, ram_ranges
+from hv.virtio.queue import VIRTQ_DESC_F_NEXT
 from hv.virtio.testing import MockDriver
 
+from tests.devices.harness import GuardedMemory
+
 BASE = 0xD2000
-
-
-class GuardedMemory(GuestMemory):
-    def __init__(self, size: int) -> None:
-        super().__init__(size)
-        self.bad: list[tuple[int, int]] = []
-
-    def write(self, addr, data):
-        if len(data) and not any(lo <= addr and addr + len(data) <= hi for lo, hi in ram_ranges(self)):
-            self.bad.append((addr, len(data)))
-        super().write(addr, data)
 
 
 class Rig:

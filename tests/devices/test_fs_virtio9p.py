@@ -9,28 +9,17 @@ import pytest
 from hv.container.layers import LayeredRoot
 from hv.devices.base import RecordingIrq
 from hv.devices.fs_virtio9p import MAX_TAG_LEN, QUEUE_SIZE, VIRTIO_9P_MOUNT_TAG, Virtio9p
-from hv.memory import GuestMemory, MiB
+from hv.memory import MiB
 from hv.virtio import TRANSPORT_FEATURES, Status, VirtioMmio
 from hv.virtio import mmio as R
-from hv.virtio.queue import VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, ram_ranges
+from hv.virtio.queue import VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE
 from hv.virtio.testing import MockDriver
 from tests.container.p9client import (NOFID, NOTAG, O_RDONLY, QTFILE, RLERROR, TATTACH, TCLUNK, TGETATTR,
                                       TLOPEN, TREAD, TVERSION, TWALK, decode_reply, encode)
 
+from tests.devices.harness import GuardedMemory
+
 BASE = 0xD4000
-
-
-class GuardedMemory(GuestMemory):
-    """Records any host write that falls outside guest RAM."""
-
-    def __init__(self, size: int) -> None:
-        super().__init__(size)
-        self.bad: list[tuple[int, int]] = []
-
-    def write(self, addr, data):
-        if len(data) and not any(lo <= addr and addr + len(data) <= hi for lo, hi in ram_ranges(self)):
-            self.bad.append((addr, len(data)))
-        super().write(addr, data)
 
 
 class Rig:
