@@ -27,7 +27,7 @@ from typing import Any, Callable
 from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE
 from unicorn import x86_const as X
 
-from hv import codepages
+from hv import codepages, fastpath
 
 SIGINT, SIGTRAP = 2, 5
 WATCH_KINDS = {"w": UC_HOOK_MEM_WRITE, "r": UC_HOOK_MEM_READ,
@@ -58,6 +58,9 @@ class _Request:
     done: threading.Event = field(default_factory=threading.Event)
     result: Any = None
     error: BaseException | None = None
+
+
+STEP_TRIES = 5                  # a step stopped by a kick before its instruction runs again
 
 
 class Debugger:
@@ -180,17 +183,24 @@ class Debugger:
             was_hlt = False
         self._skip_break = at
         vcpu.cpu.enter()
-        vcpu.fast.stop_reason = 0
-        # A pending kick (the request that asked for this step sent one) would stop the
-        # step before its instruction; the loop looks at the clock after the step anyway.
-        vcpu.fast.kick = 0
-        vcpu.fast.irq_pending = 0     # a step does not take interrupts (as QEMU's gdbstub)
+        fast = vcpu.fast
+        fast.irq_pending = 0          # a step does not take interrupts (as QEMU's gdbstub)
         # The engine counts instructions with a code hook it adds on the first counted run,
         # but blocks translated before that carry no hook calls: drop them, or the "one
         # instruction" would be the rest of a cached block.
         uc.ctl_flush_tb()
         try:
-            uc.emu_start(eip, 1 << 48, count=1)
+            # A kick stops the step at its block start, before the instruction: the request
+            # that asked for the step sends one, and the ticker re-sends an unanswered one
+            # while the CPU sat stopped. Answer it (ack), and go again if a kick still came
+            # first; the loop looks at the clock after the step anyway.
+            for _ in range(STEP_TRIES):
+                fast.ack()
+                fast.kick = 0
+                fast.stop_reason = 0
+                uc.emu_start(eip, 1 << 48, count=1)
+                if fast.stop_reason != fastpath.STOP_KICK:
+                    break
         except Exception as e:
             self.m.fail(f"guest fault while stepping: {e} at {vcpu.where()}")
             return True

@@ -35,6 +35,7 @@ STOP_NONE, STOP_KICK, STOP_IRQ, STOP_HOST = 0, 1, 2, 3
 IF_FLAG = 0x200
 WATCHDOG_NS = 10_000_000      # an unanswered kick is sent again after this (fastpath.c)
 NO_DEADLINE = (1 << 64) - 1   # the virtual clock's "no deadline" block count
+DEADLINE_CHECK_BLOCKS = 16    # the Python block hook reads the clock every this many blocks
 
 try:  # pragma: no cover - depends on the build
     from hv.fastpath import _fastpath  # type: ignore[attr-defined]
@@ -510,6 +511,7 @@ class PyFastpath(_Base):
         self.blocks = 0
         self.skip_ns = 0
         self.deadline_blocks = NO_DEADLINE
+        self._countdown = DEADLINE_CHECK_BLOCKS
         self._cv = threading.Condition()
         self._running = True
         uc.hook_add(UC_HOOK_BLOCK, self._block_virtual if self.virtual else self._block)
@@ -521,6 +523,16 @@ class PyFastpath(_Base):
         self._thread.start()
 
     def _block(self, uc: Uc, addr: int, size: int, ud: object) -> None:
+        # The deadline is also looked at here, every DEADLINE_CHECK_BLOCKS blocks: the
+        # ticker thread needs the GIL to kick, and with this hook taking it at every block
+        # it got it up to several ms late (a 10 ms bound, issue 15, then failed).
+        self._countdown -= 1
+        if self._countdown <= 0:
+            self._countdown = DEADLINE_CHECK_BLOCKS
+            d = self._deadline
+            if d is not None and time.monotonic_ns() >= d:
+                self._deadline = None          # the ticker need not kick as well
+                self.kick = 1
         if self.kick:
             self.kick = 0
             self.stop_reason = STOP_KICK
