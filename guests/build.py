@@ -177,6 +177,7 @@ LINUX_TARGETS: tuple[LinuxTarget, ...] = (
                 description="leaks data through hv's Global\\ named objects"),
     LinuxTarget("escape", ("linux/escape.c",), description="tries to reach files outside its container"),
     LinuxTarget("fsloop", ("linux/fsloop.c",), description="stat and open+read loops (benchmarks)"),
+    LinuxTarget("probe", ("linux/probe.c",), description="isolation checks: files, memory (hv flavors)"),
 )
 
 

@@ -3,7 +3,7 @@
     hv run IMAGE|NAME [options]   boot a disk image or a built-in guest
     hv list                       the built-in guests
     hv build                      rebuild guest images and firmware from source
-    hv disk|bench|image|registry  tools that parse their own options (hv CMD --help)
+    hv disk|bench|image|container|flavors|registry   tools that parse their own options (hv CMD --help)
 """
 from __future__ import annotations
 
@@ -566,6 +566,8 @@ OWN_PARSERS = {
                                                    "archive, build from a folder, ls, rm"),
     "container": ("hv.container.container", "main_container", "process and utility-VM containers: "
                                                              "run, ls, diff, commit, logs, rm"),
+    "flavors": ("hv.bench.flavors", "main", "run one workload as a process container, utility VM, "
+                                           "enlightened VM and full VM; report costs and isolation"),
     "registry": ("hv.cli", "_main_registry", "export or import container registry keys as .reg "
                                              "files"),
 }
