@@ -309,9 +309,9 @@ class Counter:
         self._sync(t)
         n = self.full_count()
         if self.mode in GATE_TRIGGERED:
-            # Takes effect at the next gate trigger.
-            if not self.armed:
-                self.null_until = None
+            # Takes effect at the next gate trigger; until then the CR holds a count the CE
+            # has not loaded, running or not: NULL COUNT is 1 (the datasheet's status rule).
+            self.null_until = None
             return
         if self.mode in PERIODIC and self.armed and self.frozen is None and self.gate and t >= self.load:
             self._schedule_switch(t, n)

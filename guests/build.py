@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -133,6 +134,60 @@ KERNEL_TARGETS: tuple[KernelTarget, ...] = (
                  description="utility-VM kernel: a Linux i386 program, files over 9P"),
 )
 
+# The full/enlightened VM's boot files (docs/vm-flavors.md): the utility-VM kernel built with
+# -DUVM_FULL, behind a one-sector real-mode loader, is ``uvmfull.sys`` (the host writes it to the
+# FAT16 volume's reserved area from LBA 1); ``fatboot.bin`` is the volume's boot sector.
+FULL_KERNEL = KernelTarget("uvmfull", ("uvm/entry.S", "uvm/uvm.c"), defines=("UVM_FULL",),
+                           depends=("kernels/hvboot.h", "uvm/blk.c", "uvm/fat.c", "uvm/p9local.c",
+                                    "uvm/hive.c", "uvm/full.c"),
+                           description="full/enlightened VM kernel: boots from FAT16, serves every call")
+FULL_LOADER, FULL_BOOT = "uvm/loader.S", "uvm/fatboot.S"
+
+
+def _flat16(source: str, base: int, work: Path) -> bytes:
+    """One real-mode source, linked at ``base``, as a flat binary."""
+    obj = _compile((source,), CC, work)
+    out = work / (Path(source).stem + ".flat")
+    _run(LD + ["-Ttext", hex(base), "-e", "_start", "--oformat", "binary", "-o", str(out)] + obj, work)
+    return out.read_bytes()
+
+
+def _elf_end(elf: bytes) -> int:
+    """The highest address an ELF32 image's loadable segments reach (.bss included)."""
+    phoff, = struct.unpack_from("<I", elf, 28)
+    phentsize, phnum = struct.unpack_from("<HH", elf, 42)
+    end = 0
+    for i in range(phnum):
+        p_type, _, vaddr, _, _, memsz = struct.unpack_from("<IIIIII", elf, phoff + i * phentsize)
+        if p_type == 1:
+            end = max(end, vaddr + memsz)
+    return end
+
+
+def build_full(outdir: Path) -> list[Path]:
+    """``uvmfull.sys`` (loader sector + flat kernel, whole sectors) and ``fatboot.bin``."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="uvmfull-") as td:
+        work = Path(td)
+        boot = _flat16(FULL_BOOT, LOAD_ADDRESS, work)
+        loader = _flat16(FULL_LOADER, 0, work)
+        elf, flat = build_kernel(FULL_KERNEL, work / "kernel")
+        kernel = flat.read_bytes()
+        image_end = _elf_end(elf.read_bytes())
+    if len(boot) != SECTOR or boot[510:] != BOOT_SIGNATURE or len(loader) != SECTOR:
+        raise RuntimeError("uvmfull: the boot sector and the loader must be one sector each")
+    # The loader's two numbers (loader.S, offsets 4 and 8): the bytes to copy to 1 MiB, and the
+    # RAM the kernel needs (its .bss end, plus 1 MiB for page tables and a program to start).
+    loader = loader[:4] + struct.pack("<II", len(kernel), image_end + (1 << 20)) + loader[12:]
+    sys_image = loader + kernel
+    sys_image += bytes(-len(sys_image) % SECTOR)
+    if len(sys_image) > 1143 * SECTOR:          # fatboot loads at most this (below 0x9F000)
+        raise RuntimeError(f"uvmfull.sys is {len(sys_image)} bytes: more than fatboot loads")
+    (outdir / "uvmfull.sys").write_bytes(sys_image)
+    (outdir / "fatboot.bin").write_bytes(boot)
+    return [outdir / "uvmfull.sys", outdir / "fatboot.bin"]
+
+
 # Linux programs for process containers (hv/container): static i386 ELFs built with the
 # system's gcc and glibc (gcc-multilib), into ``images/linux/<name>``. No build id, no debug
 # info and source paths mapped away, so a rebuild with the same toolchain is byte-identical.
@@ -170,6 +225,10 @@ LINUX_TARGETS: tuple[LinuxTarget, ...] = (
                 flags=("-nostdlib", "-ffreestanding", "-fno-pic", "-no-pie", "-fno-stack-protector",
                        "-I", str(GUESTS_DIR / "include")),
                 description="uses the container registry"),
+    LinuxTarget("regops", ("linux/regops.c",),
+                flags=("-nostdlib", "-ffreestanding", "-fno-pic", "-no-pie", "-fno-stack-protector",
+                       "-I", str(GUESTS_DIR / "include")),
+                description="registry calls from a script in argv (registry tests)"),
     LinuxTarget("service", ("linux/service.c",), flags=("-I", str(GUESTS_DIR / "include")),
                 description="container workload: config, registry, log, listing, CRC-32"),
     LinuxTarget("hog", ("linux/hog.c",), description="a CPU or memory hog (container weak spots)"),
@@ -270,6 +329,7 @@ def build_guests(outdir: Path = IMAGES_DIR) -> list[Path]:
         raise RuntimeError(f"missing build tools: {', '.join(missing)}")
     return ([build_target(t, Path(outdir)) for t in TARGETS]
             + [p for k in KERNEL_TARGETS for p in build_kernel(k, Path(outdir))]
+            + build_full(Path(outdir))
             + build_linux_programs(Path(outdir) / LINUX_DIR))
 
 

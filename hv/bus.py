@@ -2,7 +2,7 @@
 
 Registration refuses overlaps (a board bug, reported when the machine is built);
 an access that reaches no device reads as all ones, is ignored on write and is
-counted as ``unassigned``. Port lookup is one list index, never a scan.
+counted as ``unassigned``. Port lookup is one dict lookup, never a scan.
 """
 from __future__ import annotations
 
@@ -30,36 +30,35 @@ class PortBus:
 
     def __init__(self, stats: exits.ExitStats | None = None) -> None:
         self.stats = stats or exits.ExitStats()
-        # port -> (device, offset the device sees)
-        self._slot: list[tuple["Device", int] | None] = [None] * self.SIZE
-        self._assigned: dict[int, tuple["Device", int]] = {}
+        # port -> (device, offset the device sees). A dict of the assigned ports, not a
+        # 64 Ki-entry list: that was 512 KiB per machine, the most of a restored clone.
+        self._slot: dict[int, tuple["Device", int]] = {}
 
     def register(self, base: int, length: int, device: "Device", bias: int = 0) -> None:
         if base < 0 or length <= 0 or base + length > self.SIZE:
             raise BusConflict(f"{device.name}: ports {base:#x}+{length} outside the I/O space")
         for port in range(base, base + length):
-            if self._slot[port] is not None:
+            if port in self._slot:
                 other = self._slot[port][0].name
                 raise BusConflict(f"{device.name}: port {port:#x} already belongs to {other}")
         for port in range(base, base + length):
             self._slot[port] = (device, port - base + bias)
-            self._assigned[port] = (device, port - base + bias)
 
     def assigned(self) -> list[tuple[int, "Device", int]]:
         """(port, device, offset) for every port some device answers."""
-        return [(port, *slot) for port, slot in sorted(self._assigned.items())]
+        return [(port, *slot) for port, slot in sorted(self._slot.items())]
 
     def device_at(self, port: int) -> "Device | None":
-        slot = self._slot[port & 0xFFFF]
+        slot = self._slot.get(port & 0xFFFF)
         return slot[0] if slot else None
 
     def offset_at(self, port: int) -> int:
-        slot = self._slot[port & 0xFFFF]
+        slot = self._slot.get(port & 0xFFFF)
         return slot[1] if slot else 0
 
     def host_read(self, port: int, size: int) -> int:
         """A register read by host code (a synthetic BIOS service): not an exit."""
-        slot = self._slot[port & 0xFFFF]
+        slot = self._slot.get(port & 0xFFFF)
         if slot is None:
             return _ones(size)
         dev, off = slot
@@ -67,13 +66,13 @@ class PortBus:
 
     def host_write(self, port: int, size: int, value: int) -> None:
         """A register write by host code: not an exit."""
-        slot = self._slot[port & 0xFFFF]
+        slot = self._slot.get(port & 0xFFFF)
         if slot is not None:
             dev, off = slot
             dev.write(off, size, value & _ones(size))
 
     def read(self, port: int, size: int) -> int:
-        slot = self._slot[port & 0xFFFF]
+        slot = self._slot.get(port & 0xFFFF)
         if slot is None:
             self.stats.count(exits.UNASSIGNED, f"port {port:#x}")
             return _ones(size)
@@ -82,7 +81,7 @@ class PortBus:
         return dev.read(off, size) & _ones(size)
 
     def write(self, port: int, size: int, value: int) -> None:
-        slot = self._slot[port & 0xFFFF]
+        slot = self._slot.get(port & 0xFFFF)
         if slot is None:
             self.stats.count(exits.UNASSIGNED, f"port {port:#x}")
             return

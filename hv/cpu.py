@@ -84,6 +84,13 @@ def check_layout() -> None:
                           "(unicorn==2.1.4 is required)")
 
 
+@functools.lru_cache(maxsize=1)
+def context_size() -> int:
+    """The engine's context size (header included): a snapshot's CPU state is checked
+    against it before a machine has an engine of its own."""
+    return Uc(UC_ARCH_X86, UC_MODE_32).context_save().size
+
+
 # -- CPUID ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CpuidEntry:
@@ -379,6 +386,18 @@ class CpuAssist:
                 lib.hv_set_io_helpers(*(ffi.cast("void *", a) for a in originals))
         _CPUS[id(self._handle)] = self
 
+    def close(self) -> None:
+        """The machine is done: forget this vCPU, so it and its engine can be freed
+        (``_CPUS`` kept every vCPU ever made, a few MiB each, for the process's life)."""
+        self.leave()
+        if self.k is not None:
+            _CPUS.pop(id(self._handle), None)
+            if self._ctx_ptr:
+                uclib.uc_context_free(ctypes.c_void_p(self._ctx_ptr))
+                self._ctx_ptr = None
+                self.k.ctx = self.k.env = self._ffi.NULL
+        self.uc = None          # (this object and its C handle form a cycle: let go now)
+
     def _c_addr(self, name: str) -> int:
         return int(self._ffi.cast("uintptr_t", self._ffi.addressof(self._lib, name)))
 
@@ -435,6 +454,15 @@ class CpuAssist:
             self._lib.hv_enter(self.k)
         else:
             _PY_CURRENT.cpu = self
+
+    def leave(self) -> None:
+        """After the run, on its thread: the patched helpers find no vCPU here any more (an
+        engine run next on this thread, a process container's, gets the engine's own
+        helpers, never this vCPU's state, which may be freed by then)."""
+        if self.k is not None:
+            self._lib.hv_enter(self._ffi.NULL)
+        if getattr(_PY_CURRENT, "cpu", None) is self:
+            _PY_CURRENT.cpu = None
 
     # -- what the vCPU loop and the board ask --------------------------------------------
     def deliver(self, vector: int, error: int | None = None, kind: int = KIND_EXT,
@@ -496,9 +524,13 @@ class CpuAssist:
         return out
 
     def tsc(self) -> int:
-        if self.k is not None:
-            return self._lib.hv_tsc(self.k)
-        return self.vcpu.machine.clock.now() + self._py_tsc_offset
+        if self.k is None:
+            return self.vcpu.machine.clock.now() + self._py_tsc_offset
+        if not self.c and self.vcpu.fast.virtual:
+            # The Python dispatcher's virtual time reaches C only at each slice's start
+            # (enter): between slices (a save, the monitor) it is read here.
+            return (self.vcpu.machine.clock.now() + self.k.tsc_offset) & (1 << 64) - 1
+        return self._lib.hv_tsc(self.k)
 
     # -- Python twins of the C hooks ---------------------------------------------------------
     def _py_cpuid(self, uc, ud) -> int:

@@ -166,7 +166,7 @@ class Machine:
         # The CPU's interrupt input: the IMCR on a PC (8259 or local APIC), else the APIC.
         self.intr = self.imcr if self.imcr is not None else self.lapic
         self.intr.on_change = self._on_intr
-        self.vcpu.cpu.on_apic_base = self._on_apic_base
+        self.vcpu.on_apic_base = self._on_apic_base
         self.clock.on_origin_change = self._on_clock_origin
         self.debugger = None                       # hv.debug.control.Debugger, when attached
         self.vcpu_thread = None
@@ -200,7 +200,8 @@ class Machine:
                 self.mem.view[:] = image
             finally:
                 image.close()
-        self.vcpu.uc.ctl_flush_tb()
+        if self.vcpu.started:           # (an engine not made yet has translated nothing)
+            self.vcpu.uc.ctl_flush_tb()
         try:
             snapshot.apply(self, meta, ram_copied=True)
         except snapshot.SnapshotError as e:
@@ -208,6 +209,11 @@ class Machine:
             # so only a damaged device state gets here).
             self.fail(f"loadvm {path}: {e}")
             raise
+
+    def release_engine(self) -> None:
+        """Between runs: free the vCPU's engine, keeping its state as data (a stopped clone
+        then costs what an idle one does; the next run makes a new engine)."""
+        self.vcpu.release_engine()
 
     def rearm_host_timers(self) -> None:
         """After the clock's timers were cleared (a restore): hv's own periodic work."""
@@ -266,7 +272,13 @@ class Machine:
             return self.virtio[name]
         if cfg.vda is not None:
             self.vdisk = Disk(cfg.vda.path, "hd", cfg.vda.readonly, cfg.vda.snapshot)
-            self.disks.extra.append(self.vdisk)
+            if self.board.bios and not cfg.kernel and cfg.bios == "synthetic" \
+                    and 0x80 not in self.disks.drives:
+                # As SeaBIOS does: with no IDE hard disk the virtio disk is BIOS drive 0x80
+                # (INT 13h, INT 19h). One Disk object, so INT 13h and the queue see one store.
+                self.disks.attach(0x80, self.vdisk)
+            else:
+                self.disks.extra.append(self.vdisk)
             slot("blk", VirtioBlk(self.vdisk))
         self.vnet_network = self.make_network(cfg.virtio_net, cfg.pcap if cfg.net == "none"
                                               else None)
@@ -333,7 +345,7 @@ class Machine:
         fast = self.vcpu.fast
         if fast.kind == "c":
             fast.ctl.clock_origin_ns = origin
-        if self.vcpu.cpu.k is not None:
+        if self.vcpu.started and self.vcpu.cpu.k is not None:
             self.vcpu.cpu.k.clock_origin_ns = origin
 
     def attach_debugger(self, start_stopped: bool = False):

@@ -77,6 +77,9 @@ class GuestMemory:
                 self.buffer = mmap.mmap(f.fileno(), self.span, flags=mmap.MAP_PRIVATE,
                                         prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=offset)
         self.view = memoryview(self.buffer)
+        # Restored from a snapshot: the ROM area already holds the machine's ROM as saved,
+        # with what the firmware wrote there at power-on (its tables).
+        self.restored = backing is not None
         # Set by the vCPU: drop translated code for [lo, hi).
         self.invalidate: Callable[[int, int], None] = lambda lo, hi: None
         # Called with (addr, length) after each host write while a debugger watches memory.
@@ -99,10 +102,13 @@ class GuestMemory:
             observe(addr, len(data))
 
     def load_rom(self, addr: int, image: bytes) -> None:
-        """Place a ROM image (guest writes to ROM are ignored by the vCPU)."""
+        """Place a ROM image (guest writes to ROM are ignored by the vCPU). Memory restored
+        from a snapshot keeps the ROM it was saved with: placing the pristine image again
+        would undo the tables the firmware wrote into it at power-on, and copy 64 KiB of
+        the shared file mapping into every clone."""
         if addr < ROM_BASE or addr + len(image) > ROM_END:
             raise GuestMemoryError(f"ROM at {addr:#x}+{len(image):#x} outside 0xC0000-0xFFFFF")
-        if self.view[addr:addr + len(image)] != image:   # already there (a restored snapshot)
+        if not self.restored and self.view[addr:addr + len(image)] != image:
             self.write(addr, image)
 
     def u8(self, addr: int) -> int:

@@ -21,6 +21,7 @@ Design (measured, see docs/unicorn.md):
 from __future__ import annotations
 
 import ctypes
+import threading
 import traceback
 from typing import TYPE_CHECKING, Callable
 
@@ -32,7 +33,7 @@ from unicorn import x86_const as X
 from hv import codepages, exits, fastpath
 from hv.clock import VIRTUAL_NS_PER_BLOCK
 from hv.hypercall import BLOCK, SITE_LEN, VMCALL, HypercallContext, Regs
-from hv.cpu import KIND_EXC, KIND_SOFT, CpuAssist
+from hv.cpu import APIC_BASE_RESET, KIND_EXC, KIND_SOFT, CpuAssist, check_layout
 from hv.irq import ERROR_CODE_VECTORS, IF, GuestFault, InterruptDelivery
 from hv.memory import (CONVENTIONAL_END, HIGH_BASE, ROM_BASE, ROM_END, VIDEO_BASE,
                        GuestMemory, GuestMemoryError)
@@ -54,6 +55,8 @@ ENV_SEGS = 184           # segs[6]: ES CS SS DS FS GS, 24 bytes each: sel, pad, 
 ENV_ERROR_CODE = 5384
 ENV_EXCEPTION_IS_INT = 5388
 ENV_OLD_EXCEPTION = 5496
+# The engine's breakpoints for DR0-DR3: 4 host pointers just before old_exception.
+HW_BREAKPOINTS = slice(ENV_OLD_EXCEPTION - 32, ENV_OLD_EXCEPTION)
 HF_INHIBIT_IRQ = 1 << 3
 SEG_CS, SEG_SS = 1, 2
 CR0_PG = 1 << 31
@@ -63,13 +66,88 @@ PDE_PS = 1 << 7
 PAE_ADDR = 0x000FFFFFFFFFF000      # physical address bits of a PAE entry (NX and flags off)
 
 
+# What exists only with the engine: reading one of these before the vCPU has run
+# creates the engine (``Vcpu.__getattr__``).
+ENGINE_ATTRS = frozenset(("uc", "cpu", "regs", "delivery", "codepages", "_ctx", "_rom_pieces",
+                          "_open_bus"))
+
+
 class Vcpu:
+    """One vCPU. Its Unicorn engine is created when it is first needed: at the first run,
+    or when something reads the engine before (the gdb stub, the monitor, a boot loader
+    writing registers). Until then the CPU state is data -- the power-on state, or the
+    saved registers of a snapshot -- because an engine costs about 3 MiB of host memory
+    as soon as it is initialised (its translation cache and tables), and a hundred clones
+    restored from one snapshot should cost their pages, not a hundred idle engines."""
+
     def __init__(self, machine: "Machine", dispatch: str = "auto",
                  trace: Callable[[str], None] | None = None) -> None:
+        check_layout()                   # (once per process) a wrong engine is refused now
         self.machine = machine
         self.mem: GuestMemory = machine.mem
         self.stats: exits.ExitStats = machine.stats
-        self.uc = uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        self._in_hook = False
+        self._host_ptr = ctypes.addressof(ctypes.c_char.from_buffer(self.mem.buffer))
+        self._a20 = True
+        # Until the engine exists no code is translated: host writes need no invalidation.
+        self.mem.invalidate = self._invalidate
+        self.trace = trace
+        self.halted = False
+        if trace is not None and dispatch == "auto":
+            dispatch = "python"          # --trace needs every exit to pass through Python
+        # The fast path's flags, clock and device tables exist from the start (devices
+        # bind their C shares to them); it is attached to the engine when that is made.
+        self.fast = fastpath.load(None, dispatch, VIRTUAL_NS_PER_BLOCK
+                                  if machine.config.clock == "virtual" else 0)
+        if self.fast.kind == "c":
+            self.fast.set_devices(self)
+        self.stats.sources.append(self.fast.counts)
+        self.stats.sources.append(self._cpu_counts)
+        self.max_overrun_ns = 0            # the latest return to the host after a deadline
+        self._starting = False
+        self._engine_lock = threading.Lock()
+        self._on_apic_base = None
+        # The CPU as data while there is no engine: the context blob (None: the power-on
+        # state), IA32_APIC_BASE, and the TSC as an offset from the machine's clock.
+        self._blob: bytes | None = None
+        self._apic_base = APIC_BASE_RESET
+        self._tsc_offset = -machine.clock.now()
+        self._released_counts: dict = {}     # exits counted by engines given back
+
+    def __getattr__(self, name: str):
+        # Only called for attributes not set yet: the engine's, before it exists.
+        if name in ENGINE_ATTRS and not self.__dict__.get("_starting", True):
+            self.start_engine()
+            if name in self.__dict__:
+                return self.__dict__[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def started(self) -> bool:
+        """Whether the engine exists (a restored machine that has not run has none)."""
+        return "uc" in self.__dict__
+
+    def start_engine(self) -> None:
+        """Create the engine, map memory and devices, hook it, and load the CPU state
+        held as data. Idempotent."""
+        with self._engine_lock:             # (a monitor thread may read it first)
+            if self.started:
+                return
+            self._starting = True
+            try:
+                self._build_engine()
+            except BaseException:
+                # No half-made engine: the next attempt starts from the data again.
+                self.fast.detach()
+                for name in ENGINE_ATTRS | {"_engine_note", "_open_bus_callbacks"}:
+                    self.__dict__.pop(name, None)
+                raise
+            finally:
+                self._starting = False
+
+    def _build_engine(self) -> None:
+        machine = self.machine
+        uc = Uc(UC_ARCH_X86, UC_MODE_32)
         # With no exits list, emu_start translates its `until` address to place a
         # stop there: under paging that walk faults and overwrites CR2 and
         # old_exception. An enabled, empty exits list makes `until` unused.
@@ -79,22 +157,14 @@ class Vcpu:
         self.codepages = codepages.track(uc)
         codepages.exit_checks(uc, False)   # on again while a debugger is attached
         self._ctx = uc.context_save()      # one reusable blob for peeks and edits
-        self._in_hook = False
-        self._host_ptr = ctypes.addressof(ctypes.c_char.from_buffer(self.mem.buffer))
-        self._a20 = True
+        self.uc = uc
         self._map_memory()
-        self.mem.invalidate = self._invalidate
         self.regs = Regs(uc, self.set_eip)
         self.delivery = InterruptDelivery(self)
-        self.trace = trace
-        self.halted = False
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
         uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._on_rom_write)
         uc.hook_add(UC_HOOK_MEM_FETCH_UNMAPPED, self._on_fetch_unmapped)
-        if trace is not None and dispatch == "auto":
-            dispatch = "python"          # --trace needs every exit to pass through Python
-        self.fast = fastpath.load(uc, dispatch, VIRTUAL_NS_PER_BLOCK
-                                  if machine.config.clock == "virtual" else 0)
+        self.fast.attach(uc)
         if self.fast.kind == "c":
             self.fast.install_dispatch(self)
         else:
@@ -103,17 +173,115 @@ class Vcpu:
             for base, length, dev in machine.mmio.ranges():
                 self._map_mmio(base, length, dev.name, machine.mmio)
         self._map_open_bus()
-        self.stats.sources.append(self.fast.counts)
-        if self.codepages:
-            self.stats.engine_notes.append(lambda: codepages.counts(uc))
         self.fast.set_ram(self._host_ptr, self.mem.span)
+        self._engine_note = None
+        if self.codepages:
+            self._engine_note = lambda: codepages.counts(uc)
+            self.stats.engine_notes.append(self._engine_note)
         # Delivery, MSRs, CPUID, TSC, SYSENTER: in C with the C dispatcher (hv/cpu.py).
-        self.cpu = CpuAssist(self, c=self.fast.kind == "c")
-        self.cpu.install()
-        self.stats.sources.append(self.cpu.counts)
-        self.max_overrun_ns = 0            # the latest return to the host after a deadline
+        cpu = CpuAssist(self, c=self.fast.kind == "c")
+        cpu.install()
+        cpu.on_apic_base = self._on_apic_base
         self.calibrate()
-        self.reset()
+        # The CPU state kept as data goes into the engine.
+        if self._blob is None:
+            self._power_on_registers()
+        else:
+            self._load_blob(self._blob)
+            self._blob = None
+        if not self._a20:                   # the memory map was made with A20 on
+            self._a20 = True
+            self.set_a20(False)
+        cpu.set_apic_base(self._apic_base)
+        cpu.set_tsc(machine.clock.now() + self._tsc_offset)
+        self.cpu = cpu
+        uc.ctl_flush_tb()
+
+    def release_engine(self) -> None:
+        """Give the engine back between runs: the CPU state becomes data again, as in a
+        clone that has not run, and the engine (about 3.5 MiB once it has run) is freed.
+        The next run makes a new one, which translates the guest's code again. The
+        guest's own hardware breakpoints (DR0-DR3) are kept as register values and armed
+        again when it next writes DR7, as after a restore. Not while a debugger is
+        attached: it holds the engine."""
+        if not self.started:
+            return
+        if self.machine.debugger is not None:
+            raise RuntimeError("cannot release the engine: a debugger is attached")
+        blob = bytearray(self.cpu_blob())
+        blob[HW_BREAKPOINTS] = bytes(32)        # host pointers, meaningless in a new engine
+        self._blob = bytes(blob)
+        self._apic_base = self.cpu.apic_base
+        self._tsc_offset = self.cpu.tsc() - self.machine.clock.now()
+        for key, n in self.cpu.counts().items():   # exits counted in the engine's C state
+            self._released_counts[key] = self._released_counts.get(key, 0) + n
+        uc = self.uc
+        self.cpu.close()
+        self.fast.detach()
+        codepages.forget(uc)
+        if self._engine_note in self.stats.engine_notes:
+            self.stats.engine_notes.remove(self._engine_note)
+        for name in ENGINE_ATTRS | {"_engine_note", "_open_bus_callbacks"}:
+            self.__dict__.pop(name, None)
+        # (The engine is freed when Python's cyclic collector next runs: the binding's
+        # ctypes hook wrappers hold it in reference cycles.)
+
+    # -- the CPU state, with or without an engine (snapshots) ---------------------------
+    def _cpu_counts(self) -> dict:
+        out = dict(self._released_counts)
+        if self.started:
+            for key, n in self.cpu.counts().items():
+                out[key] = out.get(key, 0) + n
+        return out
+
+    @property
+    def on_apic_base(self):
+        """callable(written value) -> the value IA32_APIC_BASE holds now (the board's)."""
+        return self._on_apic_base
+
+    @on_apic_base.setter
+    def on_apic_base(self, fn) -> None:
+        self._on_apic_base = fn
+        if self.started:
+            self.cpu.on_apic_base = fn
+
+    @property
+    def apic_base(self) -> int:
+        return self.cpu.apic_base if self.started else self._apic_base
+
+    def set_apic_base(self, value: int) -> None:
+        if self.started:
+            self.cpu.set_apic_base(value)
+        self._apic_base = value
+
+    def tsc(self) -> int:
+        return self.cpu.tsc() if self.started else self.machine.clock.now() + self._tsc_offset
+
+    def set_tsc(self, value: int) -> None:
+        """Make the TSC read ``value`` now."""
+        if self.started:
+            self.cpu.set_tsc(value)
+        self._tsc_offset = value - self.machine.clock.now()
+
+    def cpu_blob(self) -> bytes:
+        """The engine's CPU state (its context, without the header): every register."""
+        if not self.started and self._blob is not None:
+            return self._blob
+        ctx = self.uc.context_save()
+        return ctypes.string_at(self._ctx_ptr(ctx), ctx.size - CTX_HEADER)
+
+    def load_cpu_blob(self, blob: bytes) -> None:
+        """Set every register from a context blob of this engine's layout (checked by
+        the caller); kept as data until the engine exists."""
+        if self.started:
+            self._load_blob(blob)
+        else:
+            self._blob = bytes(blob)
+
+    def _load_blob(self, blob: bytes) -> None:
+        ctx = self.uc.context_save()
+        ctypes.memmove(self._ctx_ptr(ctx), blob, len(blob))
+        self.uc.context_restore(ctx)
 
     # -- memory map ---------------------------------------------------------------
     def _map_memory(self) -> None:
@@ -142,7 +310,10 @@ class Vcpu:
     def _invalidate(self, lo: int, hi: int) -> None:
         """Host writes bypass Unicorn's dirty tracking: drop the translated code of
         physical [lo, hi) (docs/unicorn.md). RAM is invalidated by physical range in
-        any paging state; ROM is engine-owned memory, refreshed from the host copy."""
+        any paging state; ROM is engine-owned memory, refreshed from the host copy.
+        Without an engine there is nothing to drop (it copies ROM when it is made)."""
+        if not self.started:
+            return
         self.fast.invalidate_phys(lo, hi)
         if lo < ROM_END and hi > ROM_BASE:
             for plo, phi in self._rom_pieces:
@@ -162,6 +333,9 @@ class Vcpu:
         running (unicorn#552); remapped between runs, the first store after the
         change went through the stale mapping and was then replayed."""
         if enabled == self._a20:
+            return
+        if not self.started:                # the engine maps it so when it is made
+            self._a20 = enabled
             return
         uc, ptr = self.uc, self._host_ptr
         lo, hi = HIGH_BASE, HIGH_BASE + A20_WRAP
@@ -416,6 +590,18 @@ class Vcpu:
     # -- reset ---------------------------------------------------------------------
     def reset(self) -> None:
         """PC power-on: real mode, CS:IP = F000:FFF0 (linear 0xFFFF0)."""
+        self.halted = False
+        if not self.started:                # the state as data, for the engine to load
+            self._blob, self._a20 = None, True
+            self._apic_base, self._tsc_offset = APIC_BASE_RESET, -self.machine.clock.now()
+            return
+        self._power_on_registers()
+        if not self._a20:
+            self.set_a20(True)
+        self.cpu.reset()
+        self.uc.ctl_flush_tb()
+
+    def _power_on_registers(self) -> None:
         uc = self.uc
         uc.reg_write(X.UC_X86_REG_CR0, 0x60000010)   # CD, NW, ET as after RESET; PE = 0
         # IDTR and GDTR as after RESET: base 0, limit 0xFFFF (the engine starts them at 0).
@@ -437,12 +623,6 @@ class Vcpu:
         uc.reg_write(X.UC_X86_REG_EDX, 0x600)          # CPU signature in DX after reset
         uc.reg_write(X.UC_X86_REG_FPCW, 0x40)
         uc.reg_write(X.UC_X86_REG_MXCSR, 0x1F80)
-        self.halted = False
-        if not self._a20:
-            self.set_a20(True)
-        if hasattr(self, "cpu"):
-            self.cpu.reset()
-        uc.ctl_flush_tb()
 
     # -- hooks -----------------------------------------------------------------------
     def kick(self) -> None:
@@ -635,6 +815,17 @@ class Vcpu:
     # -- the loop --------------------------------------------------------------------
     def run(self) -> None:
         """Run until the machine asks to stop (guest end, --until, timeout, error)."""
+        try:
+            self.start_engine()
+        except (RuntimeError, ValueError, UcError) as e:   # (a board the C dispatch cannot hold)
+            self.machine.fail(f"cannot start the vCPU: {e}")
+            return
+        try:
+            self._loop()
+        finally:
+            self.cpu.leave()
+
+    def _loop(self) -> None:
         m, uc, fast, clock = self.machine, self.uc, self.fast, self.machine.clock
         missed = fast.missed
         while not m.stop_requested:
@@ -704,4 +895,6 @@ class Vcpu:
 
     def close(self) -> None:
         self.fast.close()
-        codepages.forget(self.uc)
+        if self.started:
+            codepages.forget(self.uc)
+            self.cpu.close()

@@ -194,6 +194,12 @@ def test_ah01_reports_the_floppy_status_for_the_second_floppy(big):
     big.mem.put8(B.DISKETTE_STATUS, 0x00)
 
 
+def test_disk_type_of_a_hard_disk_past_65535_sectors_gives_its_count_in_cx_dx(big):
+    ctx = call(big, disk.int13, ah=0x15, dl=0x80)
+    assert (ctx.cf, ctx.regs.ah) == (False, 0x03)               # a hard disk
+    assert (ctx.regs.cx, ctx.regs.dx) == (TOTAL >> 16, TOTAL & 0xFFFF) and TOTAL >> 16 == 4
+
+
 def edd(big, ah, count, lba, flat, dap=0x700):
     big.mem.write(dap, struct.pack("<BBHHHQQ", 0x18, 0, count, 0xFFFF, 0xFFFF, lba, flat))
     return call(big, disk.int13, ah=ah, dl=0x80, ds=0, si=dap)
@@ -222,6 +228,114 @@ def test_an_edd_read_running_past_the_end_moves_nothing(big):
     ctx = edd(big, 0x42, 200, end - 150, 0x200000)
     assert (ctx.cf, ctx.regs.ah) == (True, 0x01)
     assert big.mem.read(0x200000, 200 * SECTOR) == b"\xee" * 200 * SECTOR
+
+
+def test_an_edd_packet_at_ds_si_with_a_seg_off_buffer_uses_seg_off_even_in_a_24_byte_packet(big):
+    big.mem.write(0x7000, b"\xee" * SECTOR)
+    big.mem.write(0x9000, b"\xee" * SECTOR)
+    big.mem.write(0x1230, struct.pack("<BBHHHQQ", 0x18, 0, 1, 0x0000, 0x0700, lba_of(256, 0, 1), 0x9000))
+    ctx = call(big, disk.int13, ah=0x42, dl=0x80, ds=0x0123, si=0x0000)
+    assert (ctx.cf, ctx.regs.ah) == (False, 0)
+    assert big.mem.read(0x7000, SECTOR) == marker(256, 0, 1)
+    assert big.mem.read(0x9000, SECTOR) == b"\xee" * SECTOR      # the flat field: unused
+
+
+def test_a_24_byte_packet_takes_its_64_bit_flat_address_and_nothing_after_it(big):
+    big.mem.write(0x700 + 0x18, b"\x01" * 8)
+    ctx = edd(big, 0x42, 1, lba_of(1, 5, 17), 0x200000)
+    assert (ctx.cf, ctx.regs.ah) == (False, 0)
+    assert big.mem.read(0x200000, SECTOR) == marker(1, 5, 17)
+
+
+@pytest.mark.parametrize("ah", [0x42, 0x43, 0x44, 0x47])
+def test_an_edd_call_at_the_first_lba_past_the_end_is_refused_even_for_zero_sectors(big, ah):
+    end = big.disks.drives[0x80].sectors
+    ctx = edd(big, ah, 0, end, 0x200000)
+    assert (ctx.cf, ctx.regs.ah) == (True, 0x01)
+    ok = edd(big, ah, 0, end - 1, 0x200000)
+    assert (ok.cf, ok.regs.ah) == (False, 0)
+
+
+@pytest.mark.parametrize("ah", [0x42, 0x44])
+def test_an_edd_read_or_verify_ending_at_the_last_sector_succeeds_and_one_more_is_refused(big, ah):
+    end = big.disks.drives[0x80].sectors
+    ok = edd(big, ah, 2, end - 2, 0x200000)
+    assert (ok.cf, ok.regs.ah, big.mem.u16(0x702)) == (False, 0, 2)
+    past = edd(big, ah, 3, end - 2, 0x200000)
+    assert (past.cf, past.regs.ah, big.mem.u16(0x702)) == (True, 0x01, 0)    # 0 blocks moved
+
+
+@pytest.mark.parametrize("ah", [0x44, 0x47])
+def test_edd_verify_and_seek_answer_ok_and_leave_the_buffer_alone(big, ah):
+    big.mem.write(0x200000, b"\xee" * 4 * SECTOR)
+    ctx = edd(big, ah, 4, lba_of(256, 0, 1), 0x200000)
+    assert (ctx.cf, ctx.regs.ah, big.mem.u16(0x702)) == (False, 0, 4)
+    assert big.mem.read(0x200000, 4 * SECTOR) == b"\xee" * 4 * SECTOR
+
+
+def test_a_failed_edd_call_zeroes_the_packets_block_count_and_nothing_else(big):
+    end = big.disks.drives[0x80].sectors
+    big.mem.write(0x700, struct.pack("<BBHHHQQ", 0x18, 0, 3, 0x1234, 0x0056, end, 0) + b"\xee" * 8)
+    ctx = call(big, disk.int13, ah=0x42, dl=0x80, ds=0, si=0x700)
+    assert (ctx.cf, ctx.regs.ah) == (True, 0x01)
+    assert big.mem.read(0x700, 0x20) == struct.pack("<BBHHHQQ", 0x18, 0, 0, 0x1234, 0x0056, end, 0) \
+        + b"\xee" * 8
+
+
+def test_an_edd_read_of_zero_sectors_succeeds_and_moves_nothing(big):
+    big.mem.write(0x200000, b"\xee" * SECTOR)
+    ctx = edd(big, 0x42, 0, 0, 0x200000)
+    assert (ctx.cf, ctx.regs.ah) == (False, 0)
+    assert big.mem.read(0x200000, SECTOR) == b"\xee" * SECTOR
+
+
+def test_edd_drive_parameters_land_at_ds_si(big):
+    big.mem.write(0x1230, struct.pack("<H", 0x1E) + bytes(0x1C))
+    ctx = call(big, disk.int13, ah=0x48, dl=0x80, ds=0x0120, si=0x0030)
+    assert (ctx.cf, ctx.regs.ah) == (False, 0)
+    size, _, cyls, heads, spt, total, bps = struct.unpack("<HHIIIQH", big.mem.read(0x1230, 0x1A))
+    assert (size, cyls, heads, spt, total, bps) == (0x1E, CYLS, HEADS, SPT, TOTAL + PARTIAL, SECTOR)
+
+
+@pytest.mark.parametrize("ah", [0x09, 0x0C, 0x0D, 0x10, 0x11, 0x14, 0x45, 0x49])
+def test_the_hard_disk_housekeeping_functions_succeed(big, ah):
+    # init parameters, seek, alternate reset, test ready, recalibrate, diagnostics, lock,
+    # event handler: SeaBIOS answers each with success.
+    ctx = call(big, disk.int13, ah=ah, dl=0x80)
+    assert (ctx.cf, ctx.regs.ah) == (False, 0)
+
+
+def test_the_status_of_a_call_on_the_second_floppy_lands_in_the_diskette_status_byte(big):
+    big.mem.put8(B.HD_STATUS, 0x00)
+    ctx = call(big, disk.int13, ah=0x16, dl=0x01)             # "disk changed"
+    assert (ctx.cf, ctx.regs.ah) == (True, 0x06)
+    assert (big.mem.u8(B.DISKETTE_STATUS), big.mem.u8(B.HD_STATUS)) == (0x06, 0x00)
+    call(big, disk.int13, ah=0x00, dl=0x01)
+    assert big.mem.u8(B.DISKETTE_STATUS) == 0x00
+
+
+def test_int_40h_the_floppy_vector_a_disk_bios_moves_is_served_by_int_13h(big):
+    from hv.devices.bios_synthetic import HC_VECTOR
+    assert big.hypercalls.lookup(HC_VECTOR + 0x40)[1] is disk.int13
+
+
+def test_edd_parameters_asked_into_the_rom_window_leave_the_rom_unchanged(big):
+    # Found by the mutation run's Hypothesis database: F000:FFFC took the 30-byte result
+    # and the BIOS model byte at F000:FFFE was overwritten.
+    rom = big.mem.read(ROM_BASE, ROM_END - ROM_BASE)
+    for ds, si in ((0xFFFF, 0x000C), (0xF000, 0xFFF0), (0xC000, 0x0000)):
+        call(big, disk.int13, ah=0x48, dl=0x80, ds=ds, si=si)
+    assert big.mem.read(ROM_BASE, ROM_END - ROM_BASE) == rom
+
+
+def test_a_failed_edd_read_whose_packet_lies_in_rom_leaves_the_rom_unchanged(big):
+    rom = big.mem.read(ROM_BASE, ROM_END - ROM_BASE)
+    at = next(a for a in range(0xF0000, 0x100000 - 0x18, 2)
+              if big.mem.u8(a) in (0x10, 0x18) and big.mem.u16(a + 2) != 0
+              and int.from_bytes(big.mem.read(a + 8, 8), "little") >= big.disks.drives[0x80].sectors)
+    ctx = call(big, disk.int13, ah=0x42, dl=0x80, ds=at >> 4, si=at & 0xF)
+    assert (ctx.cf, ctx.regs.ah) == (True, 0x01)
+    assert big.mem.read(ROM_BASE, ROM_END - ROM_BASE) == rom
 
 
 def test_the_partial_cylinder_at_the_end_is_not_reachable_through_chs(big):

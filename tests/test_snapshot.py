@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from unicorn import x86_const as X
 
 from hv import guests
 from hv.debug import snapshot
@@ -207,8 +208,8 @@ def _rss_kib(name: str | None = None) -> int:
 
 def test_a_hundred_clones_share_the_snapshots_ram(tmp_path):
     """Each clone's guest RAM costs at most 1 MiB of RSS until it writes; a clone costs no
-    more than 1 MiB above a machine built from scratch (the engine's own tables, a few
-    MiB per Unicorn instance, are the same for both)."""
+    more than 1 MiB above a machine built from scratch (neither has an engine before it
+    runs). The figures themselves: bench/test_snapshot.py, test_hundred_clones_rss."""
     path = tmp_path / "t.hvsnap"
     run_saving(timer_config(), path, 20).close()
     n = 100
@@ -227,6 +228,106 @@ def test_a_hundred_clones_share_the_snapshots_ram(tmp_path):
     finally:
         for m in clones + fresh:
             m.close()
+
+
+def test_a_restored_clone_holds_no_engine_until_it_runs(tmp_path):
+    """A restored machine keeps its CPU state as data (an engine is a few MiB of host memory
+    once initialised): the engine is made at the first run, or when something reads it
+    first, and either way the machine goes on exactly as the saved one would."""
+    path = tmp_path / "t.hvsnap"
+    run_saving(timer_config(), path, 12).close()
+    meta, ram_off = snapshot.read(path)
+    lazy, eager, peeked = (Machine(timer_config(), restore=str(path)) for _ in range(3))
+    try:
+        assert not lazy.vcpu.started and "uc" not in vars(lazy.vcpu)
+        # Saving a clone that never ran makes no engine and saves the same machine.
+        again = tmp_path / "again.hvsnap"
+        lazy.save(again)
+        assert not lazy.vcpu.started
+        assert snapshot.read(again)[0]["cpu"] == meta["cpu"]
+        # The monitor or the gdb stub reading registers first gets the saved ones.
+        saved_eip = int.from_bytes(meta["cpu"]["blob"][128:132], "little")
+        assert peeked.vcpu.uc.reg_read(X.UC_X86_REG_EIP) == saved_eip
+        assert peeked.vcpu.started
+        eager.vcpu.start_engine()
+        runs = []
+        for m in (lazy, eager, peeked):
+            result = m.run()
+            runs.append((result.exit_code, result.reason, m.serial_text(), m.stats.counts))
+            assert m.vcpu.started
+        assert runs[0] == runs[1] == runs[2]
+        assert "timer done" in runs[0][2]
+    finally:
+        for m in (lazy, eager, peeked):
+            m.close()
+
+
+@pytest.mark.parametrize("dispatch", ["c", "python"])
+def test_a_machine_that_gives_its_engine_back_goes_on_exactly(tmp_path, dispatch):
+    """release_engine between runs turns the CPU state back into data and drops the engine;
+    the next run makes a new one. Released at several points, a run still prints and exits
+    exactly as one that kept its engine."""
+    path = tmp_path / "t.hvsnap"
+    run_saving(timer_config(), path, 4).close()
+    straight = Machine(timer_config(dispatch=dispatch), restore=str(path))
+    cycled = Machine(timer_config(dispatch=dispatch), restore=str(path))
+    try:
+        want = straight.run()
+        for _ in range(4):
+            service, left = cycled.service, [6]
+
+            def hook(service=service, left=left) -> None:
+                left[0] -= 1
+                if left[0] < 0:
+                    cycled.stop_requested = True        # leave the loop between slices
+                service()
+            cycled.service = hook
+            cycled.run()
+            cycled.service = service
+            assert cycled.vcpu.started and cycled.result is None    # still running
+            cycled.release_engine()
+            assert not cycled.vcpu.started and "cpu" not in vars(cycled.vcpu)
+        got = cycled.run()
+        assert (got.exit_code, got.reason) == (want.exit_code, want.reason)
+        assert cycled.serial_text() == straight.serial_text()
+        assert cycled.stats.counts == straight.stats.counts
+    finally:
+        straight.close()
+        cycled.close()
+
+
+def test_a_clone_that_ran_is_freed_when_closed(tmp_path):
+    """Nothing keeps a closed machine (and its engine, a few MiB) alive: a process that
+    starts and ends clones, as utility VMs do, does not grow with each."""
+    import gc
+    import weakref
+    path = tmp_path / "t.hvsnap"
+    run_saving(timer_config(), path, 4).close()
+    m = Machine(timer_config(), restore=str(path))
+    m.run()
+    assert m.vcpu.started
+    vcpu, engine = weakref.ref(m.vcpu), weakref.ref(m.vcpu.uc)
+    m.close()
+    del m
+    gc.collect()
+    assert vcpu() is None and engine() is None
+
+
+def test_a_restored_machine_keeps_the_rom_it_was_saved_with(tmp_path):
+    """The firmware writes tables into its ROM at power-on (fonts, the diskette parameters);
+    a restore keeps them instead of placing the pristine image again (which also copied
+    64 KiB of the shared mapping into every clone)."""
+    path = tmp_path / "t.hvsnap"
+    run_saving(timer_config(), path, 12).close()
+    meta, ram_off = snapshot.read(path)
+    saved_rom = path.read_bytes()[ram_off + 0xC0000:ram_off + 0x100000]
+    m = Machine(timer_config(), restore=str(path))
+    try:
+        assert m.mem.read(0xC0000, 0x40000) == saved_rom
+        m.vcpu.start_engine()                       # the engine's own copy of the ROM too
+        assert bytes(m.vcpu.uc.mem_read(0xF0000, 0x10000)) == saved_rom[0x30000:]
+    finally:
+        m.close()
 
 
 # ---- refusals ------------------------------------------------------------------------------

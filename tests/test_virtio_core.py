@@ -1,6 +1,9 @@
 """virtio-mmio transport and split virtqueues, driven by the mock driver."""
 from __future__ import annotations
 
+import dataclasses
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,7 +14,8 @@ from hv.virtio import (TRANSPORT_FEATURES, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT
                        VIRTIO_F_VERSION_1, Status, VirtioDevice, VirtioMmio, VirtqueueError)
 from hv.virtio import mmio as R
 from hv.virtio.queue import (VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
-                             VIRTQ_USED_F_NO_NOTIFY, ram_ranges, vring_need_event)
+                             VIRTQ_USED_F_NO_NOTIFY, Chain, VirtioStats, Virtqueue, check_ram,
+                             ram_ranges, vring_need_event)
 from hv.virtio.testing import MockDriver, MockDriverError
 
 ALL = TRANSPORT_FEATURES
@@ -482,6 +486,19 @@ def test_no_interrupt_flag_suppresses_interrupts_without_event_idx(rig):
     assert irq.level
 
 
+def test_the_no_interrupt_flag_is_bit_0_of_the_available_ring_flags(rig):
+    t, drv, dev, irq, mem = rig
+    q = live(rig, NO_EVENT_IDX)
+    mem.put16(q.avail, 0x0001)                 # §2.7.7: VIRTQ_AVAIL_F_NO_INTERRUPT = 1
+    q.add([b"a"], [1])
+    drv.kick(0)
+    assert q.used() and not irq.level
+    mem.put16(q.avail, 0xFFFE)                 # every other bit: reserved, no suppression
+    q.add([b"a"], [1])
+    drv.kick(0)
+    assert irq.level
+
+
 def test_no_interrupt_flag_is_ignored_with_event_idx(rig):
     t, drv, dev, irq, mem = rig
     q = live(rig)
@@ -496,7 +513,7 @@ def test_no_notify_flag_is_clear_after_the_device_drains(rig):
     q = live(rig, NO_EVENT_IDX)
     vq = t.queues[0]
     vq.disable_notification()
-    assert q.used_flags == VIRTQ_USED_F_NO_NOTIFY
+    assert q.used_flags == VIRTQ_USED_F_NO_NOTIFY == 1      # §2.7.10: bit 0 of the used ring's flags
     q.add([b"a"], [1])
     drv.kick(0)
     assert q.used_flags == 0
@@ -745,3 +762,381 @@ def test_random_ring_contents_never_raise_or_write_outside_ram(descs, ring, avai
         assert 0 <= q.used_idx <= 8
     finally:
         mem.close()
+
+
+# ---- a chain's buffers, as one byte string (the device's view) ---------------------------------
+
+def scattered(mem, sizes, at=0x1000, gap=7):
+    """Buffers of ``sizes`` bytes with gaps between them, and memory filled with a pattern."""
+    mem.write(0, bytes(i * 13 & 0xFF for i in range(0x4000)))
+    bufs = []
+    for n in sizes:
+        bufs.append((at, n))
+        at += n + gap
+    return bufs
+
+
+@settings(max_examples=300, deadline=None)
+@given(sizes=st.lists(st.integers(0, 9), min_size=1, max_size=5), offset=st.integers(-2, 45),
+       length=st.integers(-2, 45))
+def test_chain_read_gives_the_readable_part_as_if_it_were_one_buffer(sizes, offset, length):
+    mem = GuestMemory(MiB)
+    bufs = scattered(mem, sizes)
+    flat = b"".join(mem.read(a, n) for a, n in bufs)
+    chain = Chain(mem, 0, bufs, [(0x3000, 16)])
+    assert (chain.readable_len, chain.writable_len) == (len(flat), 16)
+    if offset < 0 or length < 0 or offset + length > len(flat):
+        with pytest.raises(VirtqueueError, match="^chain 0: read "):
+            chain.read(offset, length)
+    else:
+        assert chain.read(offset, length) == flat[offset:offset + length]
+
+
+@settings(max_examples=300, deadline=None)
+@given(sizes=st.lists(st.integers(0, 9), min_size=1, max_size=5), data=st.binary(max_size=45),
+       offset=st.integers(-2, 45), again=st.binary(max_size=9), offset2=st.integers(0, 45))
+def test_chain_write_scatters_into_the_writable_part_as_if_it_were_one_buffer(sizes, data, offset,
+                                                                               again, offset2):
+    mem = GuestMemory(MiB)
+    bufs = scattered(mem, sizes)
+    before = mem.read(0, 0x4000)
+    chain = Chain(mem, 5, [(0x3000, 16)], bufs)
+    flat = b"".join(mem.read(a, n) for a, n in bufs)
+    if offset < 0:
+        with pytest.raises(VirtqueueError, match="^chain 5: "):
+            chain.write(data, offset)
+        return
+    done = chain.write(data, offset)
+    assert done == max(0, min(len(data), len(flat) - offset))
+    want = (flat[:offset] + data[:done] + flat[offset + done:])[:len(flat)]
+    assert b"".join(mem.read(a, n) for a, n in bufs) == want
+    assert chain.written == (offset + done if done else 0)       # the high-water mark
+    outside = bytearray(mem.read(0, 0x4000))
+    for a, n in bufs:                                             # nothing else changed
+        outside[a:a + n] = before[a:a + n]
+    assert bytes(outside) == before
+    first = chain.written
+    done2 = chain.write(again, offset2)
+    assert chain.written == max(first, offset2 + done2 if done2 else 0)
+
+
+def test_require_accepts_exactly_enough_bytes_and_refuses_one_fewer():
+    mem = GuestMemory(MiB)
+    chain = Chain(mem, 2, [(0x1000, 6), (0x2000, 4)], [(0x3000, 3)])
+    chain.require()
+    chain.require(readable=10, writable=3)
+    for readable, writable in ((11, 0), (0, 4), (11, 4)):
+        with pytest.raises(VirtqueueError, match="^chain 2: needs"):
+            chain.require(readable=readable, writable=writable)
+    Chain(mem, 3, [], []).require()                              # a request format of nothing
+    assert Chain(mem, 3, [], []).indirect is False                # unless the walk says so
+
+
+def test_chain_read_refuses_a_negative_offset_or_length_and_stops_at_length_across_buffers():
+    mem = GuestMemory(MiB)
+    bufs = scattered(mem, [4, 4, 4])
+    flat = b"".join(mem.read(a, n) for a, n in bufs)
+    chain = Chain(mem, 0, bufs, [])
+    for offset, length in ((-1, 1), (-2, 3), (0, -1), (3, -1)):
+        with pytest.raises(VirtqueueError):
+            chain.read(offset, length)
+    assert chain.read(2, 4) == flat[2:6] and chain.read(3, 6) == flat[3:9]
+
+
+def test_guest_ram_is_conventional_memory_and_extended_memory_only():
+    assert ram_ranges(GuestMemory(MiB)) == ((0, 0xA0000),)
+    assert ram_ranges(GuestMemory(MiB // 2)) == ((0, MiB // 2),)
+    assert ram_ranges(GuestMemory(2 * MiB)) == ((0, 0xA0000), (MiB, 2 * MiB))
+
+
+def test_check_ram_accepts_a_buffer_ending_at_the_end_of_a_run_and_nothing_past_it():
+    mem = GuestMemory(2 * MiB)
+    check_ram(mem, 0, 0)
+    check_ram(mem, 0x9F000, 0x1000)                              # ends at 0xA0000
+    check_ram(mem, MiB, MiB)
+    check_ram(mem, 0x1000, 0)
+    for addr, length in ((0x9F000, 0x1001), (-1, 4), (4, -1), (-4, 8), (2 * MiB, 1), (MiB - 1, 2)):
+        with pytest.raises(VirtqueueError, match="^buffer "):
+            check_ram(mem, addr, length)
+    with pytest.raises(VirtqueueError, match="^descriptor table "):
+        check_ram(GuestMemory(MiB), MiB, 0, "descriptor table")
+
+
+# ---- a queue's setup rules and its snapshot, on the device side ---------------------------------
+
+def placed(mem, num, desc=0x10000, driver=0x20000, device=0x30000, max_size=16, index=0):
+    vq = Virtqueue(mem, max_size, index)
+    vq.num, vq.desc, vq.driver, vq.device = num, desc, driver, device
+    return vq
+
+
+def test_a_queue_of_one_entry_is_valid_and_sizes_0_3_and_above_the_maximum_are_not():
+    mem = GuestMemory(2 * MiB)
+    placed(mem, 1).validate()
+    placed(mem, 16).validate()
+    for num, why in ((0, "size 0 not in 1..16"), (3, "size 3 is not a power of 2"),
+                     (32, "size 32 not in 1..16")):
+        with pytest.raises(VirtqueueError, match=f"^queue 0: {why}"):
+            placed(mem, num).validate()
+
+
+def test_the_largest_queue_the_spec_allows_is_valid():
+    mem = GuestMemory(2 * MiB)
+    placed(mem, 32768, desc=MiB, driver=0x10000, device=0x40000, max_size=32768).validate()
+    with pytest.raises(VirtqueueError, match="not in 1..32768"):
+        placed(mem, 65536, desc=MiB, driver=0x10000, device=0x40000, max_size=32768).validate()
+
+
+@pytest.mark.parametrize("ring,size", [("desc", 16 * 16), ("driver", 6 + 2 * 16)])
+def test_a_ring_may_end_exactly_where_conventional_memory_ends_and_not_past_it(ring, size):
+    mem = GuestMemory(2 * MiB)
+    placed(mem, 16, **{ring: 0xA0000 - size}).validate()
+    name = "descriptor table" if ring == "desc" else "available ring"
+    step = 16 if ring == "desc" else 2
+    with pytest.raises(VirtqueueError, match=f"^queue 0: {name} .* outside guest RAM"):
+        placed(mem, 16, **{ring: 0xA0000 - size + step}).validate()
+
+
+def test_the_used_ring_is_six_plus_eight_bytes_an_entry_long():
+    mem = GuestMemory(2 * MiB)
+    placed(mem, 16, device=0xA0000 - 136).validate()               # 134 bytes, 4-aligned start
+    with pytest.raises(VirtqueueError, match="^queue 0: used ring .* outside guest RAM"):
+        placed(mem, 16, device=0xA0000 - 132).validate()
+
+
+@pytest.mark.parametrize("ring,name,align", [("desc", "descriptor table", 16),
+                                             ("driver", "available ring", 2),
+                                             ("device", "used ring", 4)])
+def test_a_misaligned_ring_is_refused_by_its_name(ring, name, align):
+    mem = GuestMemory(2 * MiB)
+    with pytest.raises(VirtqueueError, match=f"^queue 2: {name} at .* not {align}-aligned"):
+        placed(mem, 16, index=2, **{ring: 0x50000 + align // 2}).validate()
+
+
+def test_the_device_reads_back_the_avail_event_it_published(rig):
+    t = rig[0]
+    q = live(rig)
+    vq = t.queues[0]
+    for value in (7, 0xFFFF, 0):
+        vq.set_avail_event(value)
+        assert vq.avail_event == q.avail_event == value
+
+
+def test_a_ring_with_every_entry_available_is_full_not_overrun(rig):
+    t, drv, dev, irq, mem = rig
+    q = live(rig)
+    dev.hold = True
+    for _ in range(16):
+        q.add([b"x"], [])                          # one descriptor each: 16 fill the ring
+    vq = t.queues[0]
+    assert vq.pending() == 16
+    assert [vq.pop() is not None for _ in range(3)] == [True] * 3
+    assert (vq.pending(), vq.popped) == (13, 3)
+
+
+def busy_queue(rig):
+    """A live queue with EVENT_IDX and INDIRECT_DESC after some chains: every saved
+    field differs from a reset queue's."""
+    t, drv, dev, irq, mem = rig
+    q = live(rig)
+    for _ in range(3):
+        q.add([b"ab"], [2])
+        drv.kick(0)
+    dev.hold = True
+    q.add([b"cd"], [2])
+    vq = t.queues[0]
+    vq.pop()
+    vq.num = 16
+    return vq
+
+
+def test_a_saved_queue_loaded_into_a_fresh_one_has_every_field_and_pops_the_same(rig):
+    vq = busy_queue(rig)
+    saved = vq.state()
+    power_on = Virtqueue(vq.mem, 16).state()
+    assert {k for k in saved if saved[k] != power_on[k]} == set(saved) - {"num"}
+    fresh = Virtqueue(vq.mem, 16, index=0)
+    fresh.load_state(dict(saved))
+    assert fresh.state() == saved
+    rig[4].put16(vq.driver + 4 + 2 * (vq.next_avail % 16), 0)   # (a chain the driver made)
+    rig[1].queues[0].add([b"ef"], [1])
+    a, b = vq.pop(), fresh.pop()
+    assert (a.head, a.readable, a.writable) == (b.head, b.readable, b.writable)
+    assert fresh.state() == vq.state()
+
+
+@pytest.mark.parametrize("key,good,bad", [
+    ("num", (0, 16), (-1, 1 << 32)),
+    ("next_avail", (0, 0xFFFF), (-1, 0x10000)), ("next_used", (0, 0xFFFF), (-1, 0x10000)),
+    ("signalled_used", (0, 0xFFFF), (-1, 0x10000)),
+    ("popped", (0, 1 << 40), (-1, None)), ("pushed", (0, 1 << 40), (-1, None)),
+    ("desc", (0x20000,), (-1, "x")), ("ready", (False, True), (0, None)),
+    ("event_idx", (False, True), (1, None)), ("indirect", (False, True), (1, None)),
+])
+def test_a_saved_queue_value_outside_its_range_is_refused_and_its_bounds_load(rig, key, good, bad):
+    vq = busy_queue(rig)
+    saved = vq.state()
+    for value in good:
+        fresh = Virtqueue(vq.mem, 16, index=3)
+        fresh.load_state({**saved, key: value, "ready": False} if key == "num" else {**saved, key: value})
+        assert fresh.state()[key] == value
+    for value in bad:
+        with pytest.raises(ValueError, match=f"^virtqueue 3: saved {key} "):
+            Virtqueue(vq.mem, 16, index=3).load_state({**saved, key: value, "ready": False}
+                                                      if key in ("num", "desc") else {**saved, key: value})
+    with pytest.raises(ValueError, match=f"^virtqueue 3: the saved state has no '{key}'"):
+        Virtqueue(vq.mem, 16, index=3).load_state({k: v for k, v in saved.items() if k != key})
+
+
+def test_a_saved_ready_queue_whose_rings_do_not_fit_is_refused_and_an_idle_one_loads(rig):
+    vq = busy_queue(rig)
+    saved = vq.state()
+    with pytest.raises(ValueError, match="^virtqueue 1: queue 1: used ring"):
+        Virtqueue(vq.mem, 16, index=1).load_state({**saved, "device": 0x9FFFC})
+    idle = Virtqueue(vq.mem, 16, index=1)
+    idle.load_state({**saved, "device": 0x9FFFC, "ready": False})
+    assert not idle.ready and idle.pop() is None
+
+
+# ---- the edges of the chain rules ---------------------------------------------------------------
+
+@pytest.mark.parametrize("build,reason", [
+    (lambda q: q.publish(q.size), "^queue 0: descriptor index 4 >= queue size 4$"),
+    (lambda q: _raw_chain(q, (0x40000, 4, VIRTQ_DESC_F_NEXT, 4)),
+     "^queue 0: descriptor index 4 >= table size 4$"),
+    (lambda q: (q.write_desc(0, 0x41000, 4, VIRTQ_DESC_F_NEXT, 1, table=0x40000),
+                _raw_chain(q, (0x40000, 16, VIRTQ_DESC_F_INDIRECT))),
+     "^queue 0: descriptor index 1 >= table size 1$"),
+])
+def test_an_index_equal_to_the_size_is_past_the_end_and_the_reason_names_the_queue(rig, build, reason):
+    t, drv, dev, irq, mem = rig
+    q = live(rig, queue_size=4)
+    build(q)
+    drv.kick(0)
+    assert t.status & Status.DEVICE_NEEDS_RESET
+    assert re.search(reason, t.last_error), t.last_error
+
+
+def test_a_chain_through_every_descriptor_of_the_table_is_not_a_loop(rig):
+    t, drv, dev, irq, mem = rig
+    q = live(rig, queue_size=4)
+    mem.write(0x40000, b"abcd")
+    _raw_chain(q, (0x40000, 1, VIRTQ_DESC_F_NEXT, 1), (0x40001, 1, VIRTQ_DESC_F_NEXT, 2),
+               (0x40002, 1, VIRTQ_DESC_F_NEXT, 3), (0x41000, 4, VIRTQ_DESC_F_WRITE))
+    drv.kick(0)
+    assert not t.status & Status.DEVICE_NEEDS_RESET
+    assert mem.read(0x41000, 3) == b"ABC"
+
+
+def test_direct_and_indirect_chains_say_which_they_are(rig):
+    t, drv, dev, irq, mem = rig
+    q = live(rig, queue_size=4)
+    dev.hold = True
+    vq = t.queues[0]
+    _raw_chain(q, (0x40000, 4, 0))
+    assert vq.pop().indirect is False
+    q.write_desc(0, 0x41000, 4, 0, table=0x42000)
+    _raw_chain(q, (0x42000, 16, VIRTQ_DESC_F_INDIRECT))
+    assert vq.pop().indirect is True
+
+
+@pytest.mark.parametrize("entries,ok", [(65536, True), (65537, False)])
+def test_an_indirect_table_may_hold_65536_descriptors_and_no_more(rig, entries, ok):
+    t, drv, dev, irq, mem = rig
+    q = live(rig, queue_size=4)
+    mem.write(MiB, bytes(16))                   # entry 0: an empty readable buffer, no NEXT
+    _raw_chain(q, (MiB, 16 * entries, VIRTQ_DESC_F_INDIRECT))
+    drv.kick(0)
+    if ok:
+        assert not t.status & Status.DEVICE_NEEDS_RESET
+    else:
+        assert "max 65536 entries" in t.last_error
+
+
+@pytest.mark.parametrize("count,ok", [(4096, True), (4097, False)])
+def test_a_chain_may_name_4_gib_and_not_a_byte_more(rig, count, ok):
+    # §2.7.5.2: the same MiB of RAM named again and again, as a writable buffer.
+    t, drv, dev, irq, mem = rig
+    q = live(rig, queue_size=4)
+    table = 0x40000
+    entry = MiB.to_bytes(8, "little") + MiB.to_bytes(4, "little")
+    raw = b"".join(entry + (VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT).to_bytes(2, "little")
+                   + (i + 1).to_bytes(2, "little") for i in range(count - 1))
+    mem.write(table, raw + entry + VIRTQ_DESC_F_WRITE.to_bytes(2, "little") + bytes(2))
+    _raw_chain(q, (table, 16 * count, VIRTQ_DESC_F_INDIRECT))
+    drv.kick(0)
+    if ok:
+        assert not t.status & Status.DEVICE_NEEDS_RESET and len(q.used()) == 1
+    else:
+        assert "exceeds 2^32 bytes" in t.last_error
+
+
+# ---- the used ring and notifications, on the device side ---------------------------------------
+
+def test_push_reports_what_was_written_or_the_length_given_clamped_to_the_writable_bytes(rig):
+    t, drv, dev, irq, mem = rig
+    q = live(rig, queue_size=4)
+    dev.hold = True
+    vq = t.queues[0]
+    for claim, want in ((None, 3), (0, 0), (-5, 0), (2, 2), (1000, 6)):
+        q.add([b"r"], [6])
+        chain = vq.pop()
+        chain.write(b"abc")
+        vq.push(chain) if claim is None else vq.push(chain, claim)
+        assert [u.len for u in q.used()] == [want], claim
+    assert (vq.popped, vq.pushed) == (5, 5)
+
+
+def test_a_push_into_the_last_slot_leaves_avail_event_after_the_ring_alone(rig):
+    t, drv, dev, irq, mem = rig
+    q = live(rig, queue_size=4)
+    dev.hold = True
+    vq = t.queues[0]
+    vq.set_avail_event(0x1234)
+    lengths = []
+    for _ in range(4):
+        q.add([b"r"], [2])
+        vq.push(vq.pop(), 0xFFFFFFFF)
+        assert q.avail_event == 0x1234
+        lengths += [u.len for u in q.used()]
+    assert lengths == [2, 2, 2, 2]
+
+
+def test_a_queue_that_is_not_ready_notifies_nothing_and_writes_nothing():
+    mem = GuestMemory(MiB)
+    vq = placed(mem, 4, desc=0, driver=0, device=0)        # rings not set up: all at 0
+    vq.event_idx = True
+    before = mem.read(0, 0x1000)
+    vq.set_avail_event(5)
+    vq.event_idx = False
+    vq.disable_notification()
+    assert (vq.needs_notification(), vq.enable_notification()) == (False, False)
+    assert mem.read(0, 0x1000) == before
+
+
+def test_needs_notification_is_false_when_nothing_was_pushed_since_the_last_ask(rig):
+    t, drv, dev, irq, mem = rig
+    q = live(rig, NO_EVENT_IDX, queue_size=4)
+    dev.hold = True
+    vq = t.queues[0]
+    q.add([b"r"], [2])
+    vq.push(vq.pop(), 1)
+    assert vq.needs_notification() is True
+    assert vq.needs_notification() is False
+
+
+def test_a_new_queue_is_queue_0_at_its_maximum_size_not_ready_with_everything_else_zero():
+    mem = GuestMemory(MiB)
+    vq = Virtqueue(mem, 16)
+    assert vq.state() == {"num": 16, "ready": False, "event_idx": False, "indirect": False,
+                          "desc": 0, "driver": 0, "device": 0, "next_avail": 0, "next_used": 0,
+                          "signalled_used": 0, "popped": 0, "pushed": 0}
+    vq.num = 3
+    with pytest.raises(VirtqueueError, match="^queue 0: "):
+        vq.validate()
+
+
+def test_the_transport_counters_start_at_zero_and_save_as_a_record():
+    assert dataclasses.asdict(VirtioStats()) == {
+        "doorbells": 0, "ignored_doorbells": 0, "chains": 0, "interrupts": 0, "suppressed": 0,
+        "config_changes": 0, "errors": 0}

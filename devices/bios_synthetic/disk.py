@@ -211,7 +211,7 @@ def _extended_access(ctx, disk, op: str) -> None:
     else:
         status = _transfer(ctx, disk, op == "write", lba, count, buf)
     if status != ST_OK:
-        mem.put16(pkt + 2, 0)     # blocks actually transferred
+        write_ram(mem, pkt + 2, bytes(2))     # blocks transferred: none (dropped in ROM)
     _finish(ctx, status)
 
 
@@ -253,7 +253,7 @@ def ah48(ctx, disk):
     if size >= EDD_PARAMS_2X:
         out = struct.pack("<H", EDD_PARAMS_2X) + out[2:] + struct.pack("<I", NO_DPTE)
     try:
-        mem.write(buf, out)
+        write_ram(mem, buf, out)  # a buffer in the ROM window leaves the ROM as it was
     except GuestMemoryError:
         _finish(ctx, ST_EPARAM)
         return

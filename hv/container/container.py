@@ -1,7 +1,8 @@
 """Containers: an image, a writable file layer, a registry layer and a record, under ``$HV_HOME``.
 
     hv container run [--name N] [--rm] [-v HOST:GUEST[:ro]] [-e K=V] [-w DIR] [--cpus F]
-                     [--memory SIZE] [--replicas N] [--strace] [--isolation process|vm]
+                     [--memory SIZE] [--replicas N] [--strace]
+                     [--isolation process|vm|enlightened|full]
                      [--stats] IMAGE PROG [ARGS]
     hv container ls [-a] | diff NAME | commit NAME -t IMAGE | logs NAME | rm [-f] NAME...
 
@@ -375,8 +376,8 @@ def _image_env(image) -> dict[str, str]:
 
 def _parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="hv container", description="Containers: Linux i386 programs on hv's "
-                "shared kernel (or, with --isolation vm, each in a utility VM), their files and "
-                "registry in layers of their own.")
+                "shared kernel (or, with --isolation vm, enlightened or full, each in a VM of "
+                "its own), their files and registry in layers of their own.")
     sub = p.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
     run = sub.add_parser("run", help="create containers from IMAGE and run PROG in them")
     run.add_argument("--name", help="the container's name (with --replicas: NAME-1, NAME-2...)")
@@ -390,11 +391,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--replicas", type=int, default=1, metavar="N",
                      help="N containers of the same command, on one shared kernel")
     run.add_argument("--strace", action="store_true", help="print every system call on stderr")
-    run.add_argument("--isolation", choices=("process", "vm"), default="process",
+    run.add_argument("--isolation", choices=("process", "vm", "enlightened", "full"),
+                     default="process",
                      help="process: hv's shared kernel serves the calls; vm: a utility VM each "
-                          "(hv's trimmed kernel; files and registry forwarded to the host)")
+                          "(hv's trimmed kernel; files and registry forwarded to the host); "
+                          "enlightened / full: a VM booted from a disk of the container's files "
+                          "(synthetic BIOS and virtio-blk / emulated BIOS and IDE), every call "
+                          "served inside it, its writes read back after the run")
     run.add_argument("--stats", action="store_true",
-                     help="with --isolation vm: print the VM's exits, 9P messages and calls")
+                     help="with --isolation vm, enlightened or full: print the VM's exits and "
+                          "its kernel's counters")
     run.add_argument("image")
     run.add_argument("prog")
     run.add_argument("args", nargs=argparse.REMAINDER)
@@ -490,10 +496,10 @@ def main_container(argv: list[str]) -> int:
 
 def _cmd_run(args, store: ContainerStore) -> int:
     image, vols, memory, workdir = _run_args(args, store)
-    if args.isolation == "vm":
+    if args.isolation != "process":
         from hv.container.uvm import UvmError, check_ram
         if args.strace:
-            raise ContainerError("--strace needs --isolation process (a utility VM's calls "
+            raise ContainerError("--strace needs --isolation process (a VM's calls "
                                  "are served by its own kernel; see --stats)")
         try:
             check_ram(memory)
@@ -516,6 +522,12 @@ def _cmd_run(args, store: ContainerStore) -> int:
                 c.save()
             statuses = run_vm_containers(store, cs, stats=args.stats,
                                          stdin_fd=_stdin_fd() if args.replicas == 1 else None)
+        elif args.isolation in ("full", "enlightened"):
+            from hv.container.vmflavor import run_flavor_containers
+            for c in cs:
+                c.record["isolation"] = args.isolation
+                c.save()
+            statuses = run_flavor_containers(store, cs, args.isolation, stats=args.stats)
         else:
             statuses = run_containers(store, cs, strace=args.strace,
                                       stdin_fd=_stdin_fd() if args.replicas == 1 else None)

@@ -4,6 +4,7 @@
     hv image build DIR -t NAME           a one-layer image from a folder
     hv image ls                          the images
     hv image rm NAME                     remove an image (and the layers no other image uses)
+    hv image to-disk NAME disk.img [--size 32M]   a bootable FAT16 disk for the VM flavors
 
 On disk (``$HV_HOME``, default ``~/.local/share/hv``)::
 
@@ -982,6 +983,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("ls", help="list the images")
     rm = sub.add_parser("rm", help="remove images")
     rm.add_argument("names", nargs="+")
+    disk = sub.add_parser("to-disk", help="a bootable FAT16 disk of an image, for the full and "
+                          "enlightened VMs (mtools and Linux read it)")
+    disk.add_argument("image")
+    disk.add_argument("disk", help="the disk image to write (replaced)")
+    disk.add_argument("--size", default="32M", help="disk size: 4M..2G (default 32M)")
     return p
 
 
@@ -1013,6 +1019,16 @@ def main_image(argv: list[str]) -> int:
             widths = [max(len(r[c]) for r in rows) for c in range(5)]
             for r in rows:
                 print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+        elif args.action == "to-disk":
+            from hv.container.vmflavor import FlavorError, image_to_disk, parse_disk_size
+            try:
+                size = parse_disk_size(args.size)
+                disk = image_to_disk(store, args.image, args.disk, size,
+                                     warn=lambda w: print(f"hv: warning: {w}", file=sys.stderr))
+            except FlavorError as e:
+                raise ImageError(str(e)) from None
+            print(f"wrote {args.disk} ({size >> 20} MiB, {len(disk.manifest)} files and "
+                  f"directories, FAT16)")
         else:
             for name in args.names:
                 store.remove(name)

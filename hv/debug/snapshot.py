@@ -28,7 +28,6 @@ moves on), host-side output sinks and what they were sent, exit counts, and the 
 from __future__ import annotations
 
 import base64
-import ctypes
 import json
 import os
 import struct
@@ -36,6 +35,7 @@ from array import array
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hv.cpu import context_size
 from hv.devices.disk_store import DiskError
 from hv.vcpu import ENV_OLD_EXCEPTION
 
@@ -140,17 +140,16 @@ def save(machine: "Machine", path: str | os.PathLike) -> dict:
             devices[dev.name] = state()
         except ValueError as e:                   # a device that cannot be saved says why
             raise SnapshotError(str(e)) from None
-    vcpu, uc = machine.vcpu, machine.vcpu.uc
-    ctx = uc.context_save()
-    blob = bytearray(ctypes.string_at(ctypes.cast(ctx.context, ctypes.c_void_p).value +
-                                      CTX_HEADER, ctx.size - CTX_HEADER))
+    vcpu = machine.vcpu
+    # (a machine restored but not run yet holds its registers as data: no engine is made)
+    blob = bytearray(vcpu.cpu_blob())
     blob[HW_BREAKPOINTS] = bytes(32)
     fast = vcpu.fast
     meta = {
         "hardware": hardware(cfg),
         "disks": {slot: disk_identity(getattr(cfg, slot).path) for slot in DRIVES
                   if getattr(cfg, slot, None) is not None},
-        "cpu": {"blob": blob, "apic_base": vcpu.cpu.apic_base, "tsc": vcpu.cpu.tsc(),
+        "cpu": {"blob": blob, "apic_base": vcpu.apic_base, "tsc": vcpu.tsc(),
                 "halted": vcpu.halted, "a20": vcpu.a20, "irq_hold": int(fast.irq_hold),
                 # A kick waiting for the next slice (output just flushed for --until, a
                 # request) stops it at its first block: where the vCPU stops is state too.
@@ -434,8 +433,9 @@ def load_overlays(machine: "Machine", meta: dict) -> None:
 
 def apply(machine: "Machine", meta: dict, ram_copied: bool) -> None:
     """Load the CPU, clock and devices (RAM is already there: mapped from the file, or
-    copied in when ``ram_copied``)."""
-    vcpu, uc, fast, clock = machine.vcpu, machine.vcpu.uc, machine.vcpu.fast, machine.clock
+    copied in when ``ram_copied``). A machine whose vCPU has not run yet gets the CPU
+    state as data (hv/vcpu.py): its engine is made, and loads it, when it first runs."""
+    vcpu, fast, clock = machine.vcpu, machine.vcpu.fast, machine.clock
     names = {dev.name for dev in machine.devices}
     if set(meta["devices"]) != names:            # checked before anything changes
         odd = sorted(set(meta["devices"]) ^ names)
@@ -448,20 +448,17 @@ def apply(machine: "Machine", meta: dict, ram_copied: bool) -> None:
     machine._input.clear()
     machine._input.extend(pending)
     cpu = meta["cpu"]
-    ctx = uc.context_save()
-    env = ctypes.cast(ctx.context, ctypes.c_void_p).value + CTX_HEADER
     blob = bytearray(cpu["blob"])
-    if len(blob) != ctx.size - CTX_HEADER:
+    if len(blob) != context_size() - CTX_HEADER:
         raise SnapshotError("the snapshot's CPU state is not this engine's layout")
     blob[HW_BREAKPOINTS] = bytes(32)
-    ctypes.memmove(env, bytes(blob), len(blob))
-    uc.context_restore(ctx)
+    vcpu.load_cpu_blob(bytes(blob))
     if vcpu.a20 != cpu["a20"]:
         vcpu.set_a20(cpu["a20"])
     vcpu.halted = cpu["halted"]
     fast.irq_hold = cpu["irq_hold"]
     fast.kick = cpu.get("kick", 0)
-    vcpu.cpu.set_apic_base(cpu["apic_base"])
+    vcpu.set_apic_base(cpu["apic_base"])
     # The clock: its counters first (the virtual clock's source), then its origin.
     c = meta["clock"]
     if fast.virtual:
@@ -474,7 +471,7 @@ def apply(machine: "Machine", meta: dict, ram_copied: bool) -> None:
     # The TSC is a 64-bit counter: an offset from the clock taken modulo 2^64 fits the C
     # side's int64 whatever the guest wrote to it.
     now = clock.now()
-    vcpu.cpu.set_tsc(now + ((cpu["tsc"] - now + (1 << 63)) % (1 << 64)) - (1 << 63))
+    vcpu.set_tsc(now + ((cpu["tsc"] - now + (1 << 63)) % (1 << 64)) - (1 << 63))
     machine.bios_state.clear()
     machine.bios_state.update(meta["bios_state"])
     for dev in machine.devices:
@@ -491,5 +488,5 @@ def apply(machine: "Machine", meta: dict, ram_copied: bool) -> None:
     if isinstance(saved, int) and not isinstance(saved, bool) and saved >= 0:
         machine._housekeeping_timer.cancel()
         machine._housekeeping_timer = clock.at(saved, machine._housekeeping)
-    if ram_copied:
-        uc.ctl_flush_tb()
+    if ram_copied and vcpu.started:
+        vcpu.uc.ctl_flush_tb()

@@ -111,10 +111,12 @@ class CFastpath(_Base):
 
     kind = "c"
 
-    def __init__(self, uc: Uc, ns_per_block: int = 0) -> None:
+    def __init__(self, uc: Uc | None, ns_per_block: int = 0) -> None:
+        """``uc`` None: the flags, clock and device tables only; the engine comes later
+        with ``attach`` (a vCPU creates its engine when it first runs)."""
         ffi, lib = _fastpath.ffi, _fastpath.lib
         self._ffi, self._lib = ffi, lib
-        self.uc = uc
+        self.uc = None
         self.ctl = ffi.new("hv_ctl *")
         self._handle = ffi.new_handle(self)
         stop = ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p).value
@@ -125,11 +127,7 @@ class CFastpath(_Base):
         if self.virtual:
             self.ctl.virtual_clock, self.ctl.ns_per_block = 1, ns_per_block
             self.ctl.deadline_blocks = NO_DEADLINE
-            self._hook(UC_HOOK_BLOCK, "hv_block_hook_virtual")
-        else:
-            self._hook(UC_HOOK_BLOCK, "hv_block_hook")
-        if lib.hv_ticker_start(self.ctl) != 0:
-            raise RuntimeError("cannot start the ticker thread")
+        self._ticking = False
         self.devices: list = []
         self.regions: dict[int, object] = {}      # mmio slot -> device (VirtioMmio or other)
         self.vcpu = None
@@ -139,6 +137,17 @@ class CFastpath(_Base):
         self._next_region = 0
         self._open_bus: dict[int, int] = {}
         self._tx_sink = None
+        if uc is not None:
+            self.attach(uc)
+
+    def attach(self, uc: Uc) -> None:
+        """Hook the engine: the block hook, and the ticker thread that kicks it (started
+        only now: a machine that never runs needs no thread)."""
+        self.uc = uc
+        self._hook(UC_HOOK_BLOCK, "hv_block_hook_virtual" if self.virtual else "hv_block_hook")
+        if self._lib.hv_ticker_start(self.ctl) != 0:
+            raise RuntimeError("cannot start the ticker thread")
+        self._ticking = True
 
     def _addr(self, name: str) -> int:
         return int(self._ffi.cast("uintptr_t", self._ffi.addressof(self._lib, name)))
@@ -223,14 +232,23 @@ class CFastpath(_Base):
         self.invalidate_phys = partial(self._lib.hv_invalidate_phys, self.ctl)
 
     def close(self) -> None:
-        self._lib.hv_ticker_stop(self.ctl)
+        if self._ticking:
+            self._ticking = False
+            self._lib.hv_ticker_stop(self.ctl)
+        if _LAST_CALLER[0] is self:         # (it would keep a closed machine alive)
+            _LAST_CALLER[0] = None
+
+    def detach(self) -> None:
+        """The engine is given back (its hooks and MMIO regions go with it): the ticker
+        stops, and the next ``attach`` maps the regions again from the first."""
+        self.close()
+        self.uc = None
+        self.regions, self._open_bus, self._next_region = {}, {}, 0
 
     # -- exit dispatch ---------------------------------------------------------------
-    def install_dispatch(self, vcpu) -> None:
-        """Take over port I/O and MMIO from the Python hooks: C callbacks registered
-        with the engine, a port table and per-device counters in C."""
-        from unicorn import UC_HOOK_INSN
-        from unicorn.x86_const import UC_X86_INS_IN, UC_X86_INS_OUT
+    def set_devices(self, vcpu) -> None:
+        """The port table and per-device counters in C (no engine needed: devices bind
+        their C shares to the table before the engine exists)."""
         machine = vcpu.machine
         self.vcpu = vcpu
         self.devices = list(machine.devices)
@@ -243,6 +261,16 @@ class CFastpath(_Base):
         for port, dev, offset in machine.ports.assigned():
             slot = ctl.ports[port]
             slot.kind, slot.dev, slot.off = PK_PY, index[id(dev)], offset
+
+    def install_dispatch(self, vcpu) -> None:
+        """Take over port I/O and MMIO from the Python hooks: C callbacks registered
+        with the engine, a port table and per-device counters in C."""
+        from unicorn import UC_HOOK_INSN
+        from unicorn.x86_const import UC_X86_INS_IN, UC_X86_INS_OUT
+        machine = vcpu.machine
+        if self.vcpu is not vcpu:
+            self.set_devices(vcpu)
+        index = {id(d): i for i, d in enumerate(self.devices)}
         self._hook(UC_HOOK_INSN, "hv_port_in", ctypes.c_int(UC_X86_INS_IN))
         self._hook(UC_HOOK_INSN, "hv_port_out", ctypes.c_int(UC_X86_INS_OUT))
         for base, length, dev in machine.mmio.ranges():
@@ -497,8 +525,8 @@ class PyFastpath(_Base):
 
     kind = "python"
 
-    def __init__(self, uc: Uc, ns_per_block: int = 0) -> None:
-        self.uc = uc
+    def __init__(self, uc: Uc | None, ns_per_block: int = 0) -> None:
+        self.uc = None
         self.kick = 0
         self.irq_pending = 0
         self.irq_hold = 0
@@ -514,6 +542,13 @@ class PyFastpath(_Base):
         self._countdown = DEADLINE_CHECK_BLOCKS
         self._cv = threading.Condition()
         self._running = True
+        self._thread = None
+        if uc is not None:
+            self.attach(uc)
+
+    def attach(self, uc: Uc) -> None:
+        """CFastpath.attach's twin: the block hook and the ticker thread."""
+        self.uc = uc
         uc.hook_add(UC_HOOK_BLOCK, self._block_virtual if self.virtual else self._block)
         # The ticker needs the GIL to set `kick` while the block hook (Python) holds it
         # between blocks; a waiting thread gets it after at most the switch interval
@@ -633,12 +668,20 @@ class PyFastpath(_Base):
         with self._cv:
             self._running = False
             self._cv.notify()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def detach(self) -> None:
+        self.close()
+        self.uc = None
+        self._running = True
 
 
-def load(uc: Uc, dispatch: str = "auto", ns_per_block: int = 0) -> _Base:
+def load(uc: Uc | None, dispatch: str = "auto", ns_per_block: int = 0) -> _Base:
     """'auto' prefers C (or what $HV_DISPATCH says); 'c' insists on it; 'python'
-    forces the fallback. ``ns_per_block``: run on the virtual clock at that rate."""
+    forces the fallback. ``ns_per_block``: run on the virtual clock at that rate.
+    ``uc`` None: attach the engine later (``attach``)."""
     if dispatch == "auto":
         dispatch = os.environ.get("HV_DISPATCH", "auto")
     if dispatch not in ("auto", "c", "python"):

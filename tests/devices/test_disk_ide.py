@@ -2,6 +2,7 @@
 polling or interrupt-driven driver would."""
 from __future__ import annotations
 
+import functools
 import os
 
 import pytest
@@ -24,6 +25,7 @@ READY = DRDY | DSC
 IMAGE_SECTORS = 1100     # more than 256 (a count-0 read) and than one 1008-sector cylinder
 
 
+@functools.lru_cache(maxsize=None)      # made once: every test's image starts from it
 def pattern(sectors: int, seed: int = 0) -> bytes:
     return bytes(((i * 7 + (i // SECTOR) * 13 + seed) & 0xFF) for i in range(sectors * SECTOR))
 

@@ -639,3 +639,230 @@ def test_watched_memory_refuses_writes_outside_guest_ram():
     mem = WatchedMemory(MiB)
     with pytest.raises(GuestMemoryError):
         mem.write(mem.span, b"x")
+
+
+def test_decrement_mode_from_address_3_wraps_to_ffff_after_four_bytes():
+    dma, h, mem = make()
+    program(h, 2, 0x20003, 7, MODE_WRITE_CH2 | 0x20)
+    assert dma.write_to_memory(2, b"ABCDEFGH") == 8
+    assert mem.read(0x20000, 4) == b"DCBA" and mem.read(0x2FFFC, 4) == b"HGFE"
+    assert dma.channel_state(2)["address"] == 0x2FFFB and dma.terminal_count(2)
+
+
+def test_a_read_transfer_across_the_page_wrap_delivers_every_byte_in_order():
+    dma, h, mem = make()
+    mem.write(0x2FFFE, b"ab")
+    mem.write(0x20000, b"cd")
+    program(h, 2, 0x2FFFE, 3, MODE_READ_CH2)
+    assert dma.read_from_memory(2, 4) == b"abcd"
+
+
+def test_a_pseudo_read_across_the_page_wrap_delivers_ff_for_every_byte():
+    dma, h, mem = make()
+    program(h, 2, 0x2FFFE, 3, MODE_WRITE_CH2)     # programmed for the other direction
+    assert dma.read_from_memory(2, 4) == b"\xff" * 4
+    assert dma.channel_state(2)["address"] == 0x20002
+
+
+def test_a_short_write_across_the_page_wrap_takes_only_the_bytes_given():
+    dma, h, mem = make()
+    program(h, 2, 0x2FFFE, 0x100, MODE_WRITE_CH2)
+    assert dma.write_to_memory(2, b"WXYZ") == 4
+    assert mem.read(0x2FFFE, 2) + mem.read(0x20000, 3) == b"WXYZ\0"
+
+
+def test_terminal_count_status_bits_of_two_channels_add_up():
+    dma, h, _ = make()
+    program(h, 2, 0x1000, 0, MODE_WRITE_CH2)
+    program(h, 3, 0x2000, 0, 0x47, page_port=0x82)
+    dma.write_to_memory(2, b"x")
+    dma.write_to_memory(3, b"y")
+    assert h.inb(0x08) & 0x0F == 0x0C
+
+
+def test_terminal_count_masks_its_channel_and_leaves_the_other_mask_bits():
+    dma, h, _ = make()
+    program(h, 2, 0x1000, 0, MODE_WRITE_CH2)      # channels 0, 1 and 3 stay masked
+    assert h.inb(0x0F) & 0x0F == 0x0B
+    dma.write_to_memory(2, b"x")
+    assert h.inb(0x0F) & 0x0F == 0x0F
+
+
+def test_a_word_channel_in_decrement_mode_stores_whole_words_downwards():
+    dma, h, mem = make()
+    h.outb(0xD4, 0x04 | 1)
+    h.outb(0xD6, 0x64 | 1)                # single, decrement, write, channel 5
+    h.outb(0xD8, 0)
+    h.outb(0xC4, 0x02)                    # word address 0x8002 -> byte 0x10004
+    h.outb(0xC4, 0x80)
+    h.outb(0xC6, 2)                       # 3 words
+    h.outb(0xC6, 0)
+    h.outb(0xD4, 1)
+    assert dma.write_to_memory(5, b"abcdef") == 6
+    assert mem.read(0x10000, 6) == b"efcdab"          # word order reversed, bytes kept
+    h.outb(0xD4, 0x04 | 1)
+    h.outb(0xD6, 0x68 | 1)                # decrement, read
+    h.outb(0xD8, 0)
+    h.outb(0xC4, 0x02)
+    h.outb(0xC4, 0x80)
+    h.outb(0xC6, 2)
+    h.outb(0xC6, 0)
+    h.outb(0xD4, 1)
+    assert dma.read_from_memory(5, 6) == b"abcdef"
+
+
+def test_a_buffer_ending_an_odd_number_of_bytes_into_ram_stops_at_its_last_byte():
+    dma, h, mem = make(size=MiB + 4096)
+    program(h, 2, MiB + 4093, 7, MODE_WRITE_CH2)
+    assert dma.write_to_memory(2, b"12345678") == 3
+    assert mem.read(MiB + 4093, 3) == b"123"
+
+
+# ---- snapshots: state() / load_state() (devices/state.py) -------------------------------
+
+def busy_dma():
+    """Both controllers in a state where the saved fields differ from power-on: channel 2
+    part-way through a transfer, channel 3 at terminal count (status bit, mask, last TC),
+    channel 1 in auto-initialize decrement mode, word channel 5 programmed, request bits,
+    a stored command bit and the byte pointer flip-flop on the high byte."""
+    dma, h, mem = make()
+    program(h, 2, 0x21000, 9, MODE_WRITE_CH2)
+    assert dma.write_to_memory(2, b"abc") == 3
+    program(h, 3, 0x3000, 0, 0x48, page_port=0x82)
+    assert dma.read_from_memory(3, 4) == b"\0"
+    program(h, 1, 0x4010, 0x20, 0x74, page_port=0x83)      # auto-init, decrement, write
+    h.outb(0xD4, 0x04 | 1)
+    h.outb(0xD6, 0x48 | 1)                # single, read, channel 5
+    h.outb(0xD8, 0)
+    h.outb(0xC4, 0x34)
+    h.outb(0xC4, 0x12)
+    h.outb(0x8B, 0x06)
+    h.outb(0xC6, 0x78)
+    h.outb(0xC6, 0x05)
+    h.outb(0x09, 0x04 | 1)                # request channel 1
+    h.outb(0xD2, 0x04 | 3)                # request channel 7
+    h.outb(0x08, 0x10)                    # rotating priority: stored
+    h.outb(0xD0, 0x10)
+    h.outb(0x87, 0x42)                    # channel 0's page
+    h.outb(0x0C, 0)
+    h.outb(0x00, 0x99)                    # flip-flop now on the high byte
+    return dma, h, mem
+
+
+def test_a_saved_dma_loaded_into_a_fresh_one_has_every_register_and_moves_the_same_bytes():
+    dma, h, mem = busy_dma()
+    saved = dma.state()
+    power_on = Dma8237(GuestMemory(MiB)).state()
+    for key in ("dma1", "dma2"):
+        assert saved[key] != power_on[key]
+    fresh, h2, mem2 = make()
+    mem2.write(0, mem.read(0, MiB))
+    fresh.load_state(saved)
+    assert fresh.state() == saved
+    for d, harness in ((dma, h), (fresh, h2)):
+        harness.outb(0x00, 0x10)          # the high byte of channel 0's address
+        harness.outb(0x0A, 2)             # unmask channel 2 (programmed: not masked)
+    assert [h.inb(p) for p in (0x08, 0x0F, 0xD0, 0xDE, 0x04, 0x04, 0x87)] == \
+        [h2.inb(p) for p in (0x08, 0x0F, 0xD0, 0xDE, 0x04, 0x04, 0x87)]
+    assert dma.write_to_memory(2, b"0123456789") == fresh.write_to_memory(2, b"0123456789") == 7
+    assert dma.write_to_memory(1, bytes(range(40))) == fresh.write_to_memory(1, bytes(range(40)))
+    h.outb(0xD4, 1)
+    h2.outb(0xD4, 1)
+    assert dma.read_from_memory(5, 8) == fresh.read_from_memory(5, 8)
+    assert mem.read(0, MiB) == mem2.read(0, MiB)
+    assert fresh.state() == dma.state()
+
+
+def test_every_saved_dma_field_differs_from_power_on_somewhere():
+    """So that the round trip above would see any field that ``load_state`` drops."""
+    dma, _, _ = busy_dma()
+    saved, power_on = dma.state(), Dma8237(GuestMemory(MiB)).state()
+    differs = {k for c in ("dma1", "dma2") for k in saved[c] if saved[c][k] != power_on[c][k]}
+    assert differs >= {"command", "status", "request", "flip_flop", "mask", "channels"}
+    fields = {k for c in ("dma1", "dma2") for a, b in zip(saved[c]["channels"],
+                                                          power_on[c]["channels"])
+              for k in a if a[k] != b[k]}
+    assert fields == {"base_addr", "base_count", "cur_addr", "cur_count", "mode", "last_tc"}
+    assert saved["page"] != power_on["page"]
+
+
+@pytest.mark.parametrize("key,good,bad", [
+    ("command", (0, 0xFF), (-1, 0x100)), ("status", (0, 0xFF), (-1, 0x100)),
+    ("request", (0, 0xFF), (-1, 0x100)), ("temp", (0, 0xFF), (-1, 0x100)),
+    ("mask", (0, 0xFF), (-1, 0x100)),
+])
+def test_a_saved_controller_register_outside_a_byte_is_refused_and_its_bounds_load(key, good, bad):
+    dma, _, _ = busy_dma()
+    saved = dma.state()
+    for which in ("dma1", "dma2"):
+        for value in good:
+            dma.load_state({**saved, which: {**saved[which], key: value}})
+            assert dma.state()[which][key] == value
+        for value in bad:
+            with pytest.raises(ValueError, match=key):
+                dma.load_state({**saved, which: {**saved[which], key: value}})
+
+
+@pytest.mark.parametrize("key", ["base_addr", "base_count", "cur_addr", "cur_count", "mode"])
+def test_a_saved_channel_register_outside_16_bits_is_refused_and_its_bounds_load(key):
+    dma, _, _ = busy_dma()
+    saved = dma.state()
+
+    def with_value(which, value):
+        chans = [dict(c) for c in saved[which]["channels"]]
+        chans[3][key] = value
+        return {**saved, which: {**saved[which], "channels": chans}}
+    for which in ("dma1", "dma2"):
+        for value in (0, 0xFFFF):
+            dma.load_state(with_value(which, value))
+            assert dma.state()[which]["channels"][3][key] == value
+        for value in (-1, 0x10000, True):
+            with pytest.raises(ValueError):
+                dma.load_state(with_value(which, value))
+    for bad in (None, 1):
+        chans = [dict(c) for c in saved["dma2"]["channels"]]
+        chans[0]["last_tc"] = bad
+        with pytest.raises(ValueError, match="last_tc"):
+            dma.load_state({**saved, "dma2": {**saved["dma2"], "channels": chans}})
+
+
+def test_the_saved_byte_pointer_flip_flop_is_one_bit():
+    dma, h, _ = busy_dma()
+    saved = dma.state()
+    for value, expect in ((0, 0), (1, 1), (2, 0), (3, 1), (0xFF, 1)):
+        dma.load_state({**saved, "dma1": {**saved["dma1"], "flip_flop": value}})
+        assert dma.state()["dma1"]["flip_flop"] == expect
+    dma.load_state({**saved, "dma1": {**saved["dma1"], "flip_flop": 0x10}})
+    h.outb(0x06, 0xAB)                    # the flip-flop is clear: this is the low byte
+    assert dma.channel_state(3)["base_address"] & 0xFF == 0xAB
+
+
+@pytest.mark.parametrize("damage", [
+    lambda s: s.pop("dma2"), lambda s: s.update(dma1=[1, 2]), lambda s: s.pop("page"),
+    lambda s: s.update(page=bytes(15)), lambda s: s.update(page=bytes(17)),
+    lambda s: s["dma1"].pop("channels"), lambda s: s["dma1"].update(channels=None),
+    lambda s: s["dma2"].update(channels=s["dma2"]["channels"][:3]),
+    lambda s: s["dma2"].update(channels=s["dma2"]["channels"] * 2),
+    lambda s: s["dma1"].update(channels=tuple(s["dma1"]["channels"])),
+    lambda s: s["dma1"].update(channels=s["dma1"]["channels"][:3] + [7]),
+    lambda s: s["dma1"]["channels"][1].pop("cur_count"),
+])
+def test_a_damaged_dma_state_is_refused_and_leaves_the_device_as_it_was(damage):
+    dma, _, _ = busy_dma()
+    saved = dma.state()
+    damaged = dma.state()
+    damaged["dma1"] = {**damaged["dma1"], "channels": [dict(c) for c in damaged["dma1"]["channels"]]}
+    damaged["dma2"] = {**damaged["dma2"], "channels": [dict(c) for c in damaged["dma2"]["channels"]]}
+    damage(damaged)
+    with pytest.raises(ValueError, match="^dma[ :]"):      # the one-line error names the device
+        dma.load_state(damaged)
+    assert dma.state() == saved
+
+
+def test_terminal_count_of_a_channel_number_outside_0_to_7_is_false_in_any_state():
+    dma, _, _ = busy_dma()
+    saved = dma.state()
+    chans = [dict(c, last_tc=True) for c in saved["dma2"]["channels"]]
+    dma.load_state({**saved, "dma2": {**saved["dma2"], "channels": chans}})
+    assert dma.terminal_count(7) and dma.terminal_count(4)
+    assert not dma.terminal_count(8) and not dma.terminal_count(-1) and not dma.terminal_count(12)

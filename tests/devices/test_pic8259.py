@@ -762,3 +762,105 @@ def test_accesses_outside_the_two_chips_read_all_ones_and_change_nothing(offset,
     if not touched:
         assert got == (1 << (8 * size)) - 1
         assert [(c.irr, c.isr, c.imr, c.icw_step, c.ready) for c in (pic.master, pic.slave)] == before
+
+
+# ---- snapshots: state() / load_state() (devices/state.py) -------------------------------
+
+def busy_pair():
+    """A pair in which every saved field differs from its power-on value: LTIM on the
+    slave, AEOI with rotation on the slave, SFNM and special mask on the master, a
+    rotated priority, ISR/IRR/IMR bits, a line held high, an OCW3 register choice and a
+    pending poll, and a spurious INTA counted on each chip."""
+    pic = DualPic8259()
+    h = Harness(pic)
+    pic.acknowledge()                             # spurious: master
+    for cmd, data, icw1, base, icw3, icw4 in ((MASTER_CMD, MASTER_DATA, 0x11, 0x08, 0x04, 0x11),
+                                              (SLAVE_CMD, SLAVE_DATA, 0x19, 0x70, 0x02, 0x03)):
+        h.outb(cmd, icw1)
+        h.outb(data, base)
+        h.outb(data, icw3)
+        h.outb(data, icw4)
+    h.outb(SLAVE_CMD, 0x80)                       # rotate on AEOI
+    pic.line(10).set_level(True)                  # level-triggered slave input
+    assert pic.acknowledge() == 0x70 | 2          # slave IR2 (AEOI: in service no longer)
+    h.outb(MASTER_CMD, 0xC4)                      # set priority: IR4 lowest
+    pic.line(6).set_level(True)                   # held high
+    pic.line(7).pulse()
+    pic.line(12).pulse()                          # slave IR4 requested, not acknowledged
+    h.outb(MASTER_CMD, 0x68)                      # special mask mode on
+    h.outb(MASTER_DATA, 0x21)                     # IMR
+    h.outb(MASTER_CMD, READ_ISR)
+    h.outb(SLAVE_DATA, 0x80)                      # slave IMR: IR7 masked
+    h.outb(SLAVE_CMD, POLL)                       # poll pending on the slave
+    pic.slave.spurious += 1
+    return pic, h
+
+
+def test_a_saved_pair_loaded_into_a_fresh_pair_has_every_register_and_behaves_the_same():
+    pic, h = busy_pair()
+    saved = pic.state()
+    power_on = DualPic8259().state()
+    differs = {k for chip in ("master", "slave") for k in saved[chip]
+               if saved[chip][k] != power_on[chip][k]}
+    assert differs == set(saved["master"]) - {"icw_step"}    # the step: see the range test
+    assert saved["lines"][6] and saved["lines"][10] and not saved["lines"][7]
+    fresh = DualPic8259()
+    fresh.load_state(saved)
+    assert fresh.state() == saved
+    h2 = Harness(fresh)
+    # The same continuation gives the same answers: the slave's poll, the master's ISR
+    # (OCW3 selection), then fresh requests through both chips.
+    for harness in (h, h2):
+        harness.outb(SLAVE_DATA, 0x00)
+    assert h.inb(SLAVE_CMD) == h2.inb(SLAVE_CMD) != 0
+    assert h.inb(MASTER_CMD) == h2.inb(MASTER_CMD)
+    for p in (pic, fresh):
+        p.line(1).pulse()
+        p.line(9).pulse()
+    assert [pic.acknowledge() for _ in range(4)] == [fresh.acknowledge() for _ in range(4)]
+    assert fresh.state() == pic.state()
+
+
+@pytest.mark.parametrize("key,good,bad", [
+    *[(k, (0, 0xFF), (-1, 0x100)) for k in Pic8259._BYTES],
+    ("icw_step", (0, 2, 3, 4), (1, 5, -1)),      # step 1 is ICW1 itself: never waited for
+    ("lowest", (0, 7), (8, -1)),
+    ("spurious", (0, 1 << 40), (-1, "1")),
+])
+def test_a_saved_chip_value_outside_its_range_is_refused_and_its_bounds_load(key, good, bad):
+    pic, _ = busy_pair()
+    saved = pic.state()
+    for value in good:
+        pic.load_state({**saved, "slave": {**saved["slave"], key: value}})
+        assert pic.state()["slave"][key] == value
+    for chip in ("master", "slave"):              # the one-line error names the chip
+        for value in bad:
+            with pytest.raises(ValueError, match=f"^pic {chip}: saved {key} "):
+                pic.load_state({**saved, chip: {**saved[chip], key: value}})
+        for flag in Pic8259._FLAGS:
+            with pytest.raises(ValueError, match=f"^pic {chip}: saved {flag} "):
+                pic.load_state({**saved, chip: {**saved[chip], flag: 1}})
+
+
+@pytest.mark.parametrize("lines", [[False] * 15, [False] * 17, (False,) * 16, [0] * 16,
+                                   [False] * 15 + [None], None])
+def test_saved_lines_must_be_sixteen_levels(lines):
+    pic, _ = busy_pair()
+    saved = pic.state()
+    with pytest.raises(ValueError, match="lines"):
+        pic.load_state({**saved, "lines": lines})
+    missing = {k: v for k, v in saved.items() if k != "lines"}
+    with pytest.raises(ValueError, match="lines"):
+        pic.load_state(missing)
+    for chip in ("master", "slave"):
+        with pytest.raises(ValueError, match=chip):
+            pic.load_state({k: v for k, v in saved.items() if k != chip})
+
+
+def test_a_master_irq_after_a_slave_interrupt_is_acknowledged_still_makes_an_edge():
+    pic, h = make()
+    pic.line(8).pulse()
+    assert pic.acknowledge() == 0x70              # through master IR2
+    assert pic.master.pins >> 2 & 1 == 0 and 0 <= pic.master.pins <= 0xFF
+    pic.line(0).pulse()                           # higher priority than IR2 in service
+    assert pic.acknowledge() == 0x08

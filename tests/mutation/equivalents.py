@@ -13,6 +13,7 @@ _BEFORE_ICW1 = ("the value is only read after ICW1, which sets it again (or, bef
 _RANK9 = "a ninth turn tests the bit the first one tested, so it can only confirm 'none'"
 _OCW1 = "a data-port write with no ICW expected is OCW1 for any step the ICW table does not name"
 _ANNOTATION = "an annotation: with ``from __future__ import annotations`` it is never evaluated"
+_WIDTH = "x86 port I/O is 1, 2 or 4 bytes wide: no access of 5 or more bytes reaches a device"
 _FLAG = ("the ``flag`` argument only turns the stored 0/1 into False/True; every use of the "
          "register is a truth test")
 
@@ -30,15 +31,125 @@ _NOT_ROUTED = ("the bus routes only 0x00-0x0F and 0xC0-0xDF to the DMA: offsets 
 _STORED = "a command-register bit the PC does not wire: stored, read back, never acted on"
 _NO_CHANNEL_BITS = ("the mode register keeps bits 7-2 only (the channel number is cut off when "
                     "it is written), so adding bit 0 to the mask changes no result")
+_PARTIAL = ("this line runs only for a chunk that leaves guest RAM, and RAM is one run from "
+            "address 0: counting up, the probe meets the unit outside before unit n; counting "
+            "down, the first unit probed (the chunk's top) is already outside, so k stays 0 "
+            "and ``lo`` is never used")
 _UNUSED_ENUM = "an enum member the model names for the datasheet but never compares with"
 
+_PIT_RESET = ("``Counter.reset()`` fills the count state right after it is made, and ``valid`` is "
+              "read only by C, after ``bind_fast`` has set it")
+_UNPROGRAMMED = ("an unprogrammed counter reads 0 and ignores counts and latches; the first control "
+                 "word sets this field (or the count written after it does) before anything reads it")
+_ILLEGAL_ONE = ("the two differ only for a new count of 1, which the 8254 datasheet makes illegal in "
+                "modes 2 and 3 (the edge is one period on, as the next start position gives it)")
+
+_USED_END = ("the used ring starts 4-aligned and is 6 + 8n bytes long, so it ends 2 bytes short of "
+             "a 4-aligned end of RAM: one byte more (or a third byte of its last field) is in RAM too")
+
 EQUIVALENT: dict[str, dict[tuple[str, str], str]] = {
+    "virtio_queue": {
+        ("MAX_QUEUE_SIZE = 32768          # §2.7: queue size is a power of 2, at most 32768",
+         "MAX_QUEUE_SIZE = 32769          # §2.7: queue size is a power of 2, at most 32768"):
+            "no power of 2 lies between 32768 and 32769, and sizes must be powers of 2",
+        ('int.from_bytes(raw[12:14], "little"), int.from_bytes(raw[14:16], "little"))',
+         'int.from_bytes(raw[12:15], "little"), int.from_bytes(raw[14:16], "little"))'):
+            "only flag bits 0-2 are ever tested; the extra byte lands in bits 16-23",
+        ('int.from_bytes(raw[12:14], "little"), int.from_bytes(raw[14:16], "little"))',
+         'int.from_bytes(raw[12:14], "little"), int.from_bytes(raw[14:17], "little"))'):
+            "a descriptor is 16 bytes: the slice [14:17] is [14:16]",
+        ("if length == 0 or length % DESC_SIZE or length // DESC_SIZE > MAX_INDIRECT:",
+         "if length == 0 or length % DESC_SIZE or length / DESC_SIZE > MAX_INDIRECT:"):
+            "the length is a multiple of 16 here (tested just before): both quotients are the same number",
+        ("table, table_len = addr, length // DESC_SIZE", "table, table_len = addr, length / DESC_SIZE"):
+            "the length is a multiple of 16 here: a float of the same value compares and indexes alike",
+        ("if offset >= n:", "if offset > n:"):
+            ("an offset equal to the buffer's length reads 0 bytes from it and goes on with offset 0, "
+             "as skipping it does"),
+        ("if pos >= n:", "if pos > n:"):
+            ("a position equal to the buffer's length writes 0 bytes into it and goes on at position "
+             "0, as skipping it does"),
+        ("break", "continue"): ("once every byte is read (written), each later buffer takes 0 bytes "
+                                "(is skipped): the loop ends with the same result"),
+        ("check_ram(self.mem, addr, 2, f\"queue {self.index}: ring field\")",
+         "check_ram(self.mem, addr, 3, f\"queue {self.index}: ring field\")"): _USED_END,
+        ("(\"used ring\", self.device, USED_ALIGN, 6 + USED_ELEM_SIZE * num)):",
+         "(\"used ring\", self.device, USED_ALIGN, 7 + USED_ELEM_SIZE * num)):"): _USED_END,
+    },
+    "pit8254": {
+        ("PORT_B = 0x21               # system control port B (0x61)",
+         "PORT_B = 34               # system control port B (0x61)"):
+            "the port range's bias and the offset compared with are the same constant: port 0x61 still reaches port B",
+        ("PORTB_SPKR_DATA = 0x02      # speaker data enable (AND with OUT2)",
+         "PORTB_SPKR_DATA = 3      # speaker data enable (AND with OUT2)"):
+            "it is only ever ORed with PORTB_GATE2 (0x01): 0x01|0x02 and 0x01|0x03 are the same mask",
+        ("n %= 10000", "n %= 10001"): "``count`` reduces the count modulo 10000 before converting it",
+        ("self.mode = self.rw = self.load = self.n = self.msb_next = self.valid = 0",
+         "self.mode = self.rw = self.load = self.n = self.msb_next = self.valid = 1"): _PIT_RESET,
+        ("if not self.armed or self.frozen is not None or not self.gate and self.mode in PERIODIC:",
+         "if not self.armed or self.frozen is not None or not self.gate and self.mode not in PERIODIC:"):
+            "only counter 0's edges are scheduled, and GATE0 is tied high: the gate clause is never true",
+        ("edge = self.load + self.n + (1 if self.mode in (4, 5) else 0)",
+         "edge = self.load + self.n + (1 if self.mode in (4, 6) else 0)"):
+            ("mode 5 counts only after a gate trigger and only GATE2 moves, while the edge timer is "
+             "counter 0's"),
+        ("return self._periodic_edge(s - 1, new_load, new_n)",
+         "return self._periodic_edge(s + 1, new_load, new_n)"): _ILLEGAL_ONE,
+        ("return self._periodic_edge(s - 1, new_load, new_n)",
+         "return self._periodic_edge(s - 2, new_load, new_n)"): _ILLEGAL_ONE,
+        ("if self.pending is not None and t >= self.pending[0]:",
+         "if self.pending is not None and t >= self.pending[1]:"):
+            ("the pending reload is built so that old and new count and OUT agree from its load tick "
+             "(index 1) to its switch tick (index 0; the same tick in mode 2)"),
+        **{(f"self.{n}: int | None = None{c}", f"self.{n}: int & None = None{c}"): _ANNOTATION
+           for n, c in (("ol", "        # latched count"), ("status_latch", ""),
+                        ("frozen", "    # elapsed ticks while the gate holds counting"),
+                        ("null_until", "  # NULL COUNT clears at this tick"))},
+        ("self.pending: tuple[int, int, int] | None = None",
+         "self.pending: tuple[int, int, int] & None = None"): _ANNOTATION,
+        ("for i in range(max(1, min(size, 4))):", "for i in range(max(1, min(size, 5))):"): _WIDTH,
+        ("c._state.valid = 0", "c._state.valid = 1"):
+            ("the model runs on the vCPU's thread while the guest is stopped, and every ``_pull`` is "
+             "followed by a ``_push`` before the guest runs again: C never reads the 0"),
+        ("and c.n > 0 and self.clock._paused_at is None)", "and c.n >= 0 and self.clock._paused_at is None)"):
+            "an armed counter's n is its full count, never 0 (``load_state`` refuses it too)",
+        ("and c.n > 0 and self.clock._paused_at is None)", "and c.n > 1 and self.clock._paused_at is None)"):
+            "a count of 1 is illegal in modes 2 and 3, the only modes C serves",
+        **{(f"self.{n} = {v}{c}", f"self.{n} = {m}{c}"): _UNPROGRAMMED for n, v, m, c in (
+            ("mode_bits", "0", "1", "        # M2-M0 as written (status shows them)"),
+            ("mode", "0", "1", ""), ("rw", "0", "1", ""), ("bcd", "False", "True", ""),
+            ("cr_lsb", "0", "1", ""), ("write_msb_next", "False", "True", ""),
+            ("read_msb_next", "False", "True", ""), ("load", "0", "1", ""), ("n", "0", "1", ""))},
+        ("self.cr = 0", "self.cr = 1"): (_UNPROGRAMMED + "; only a gate trigger of a one-shot never "
+                                         "given a count reads it, a count the datasheet leaves undefined"),
+        ("self._timer: Timer | None = None", "self._timer: Timer & None = None"): _ANNOTATION,
+        ("self._timer_tick = 0", "self._timer_tick = 1"):
+            "read only when the timer fires, after ``_rearm`` has set it with the timer",
+        **{("self.port_b = 0", f"self.port_b = {m}"): "``reset()``, called at the end of ``__init__``, sets it to 0"
+           for m in ("1", "None")},
+        **{("self.ol_reads_left = 0", f"self.ol_reads_left = {m}"):
+           "read only after a count latch sets it (``latch_count``)" for m in ("1",)},
+    },
     "dma8237": {
         ("self.page = bytearray(0x10)    # index = port - 0x80",
          "self.page = bytearray(17)    # index = port - 0x80"): _PAGES,
         ("self.page[:] = bytes(0x10)     # the 74LS612 powers up undefined; zero it",
          "self.page[:] = bytes(17)     # the 74LS612 powers up undefined; zero it"): _PAGES,
         ("stopped = False", "stopped = None"): "None is as false as False for every use",
+        **{('return b"".join(chunk[i:i + unit] for i in range(len(chunk) - unit, -1, -unit)) / ', m): why
+           for m, why in (
+               ('return b"".join(chunk[i:i + unit] for i in range(len(chunk) + unit, -1, -unit)) / ',
+                "the two extra start positions lie at or past the chunk's end and slice to nothing"),
+               ('return b"".join(chunk[i:i + unit] for i in range(len(chunk) - unit, -2, -unit)) / ',
+                "a chunk is whole units long, so the last start position is 0 with either stop"))},
+        ("write_ram(self.mem, phys, chunk if step > 0 else _reverse_units(chunk, unit))",
+         "write_ram(self.mem, phys, chunk if step >= 0 else _reverse_units(chunk, unit))"): _STEP,
+        ("out += chunk if step > 0 else _reverse_units(chunk, unit)",
+         "out += chunk if step >= 0 else _reverse_units(chunk, unit)"): _STEP,
+        ("while k < n and self._in_ram(self._phys(channel, c.cur_addr + step * k), unit):",
+         "while k <= n and self._in_ram(self._phys(channel, c.cur_addr + step * k), unit):"): _PARTIAL,
+        **{("lo = c.cur_addr if step > 0 else c.cur_addr - n + 1", f"lo = c.cur_addr if step > 0 else {m}"):
+           _PARTIAL for m in ("c.cur_addr + n + 1", "c.cur_addr - n - 1", "c.cur_addr - n + 2")},
         ("to_wrap = 0x10000 - c.cur_addr if step > 0 else c.cur_addr + 1",
          "to_wrap = 0x10000 - c.cur_addr if step >= 0 else c.cur_addr + 1"): _STEP,
         ("lo = c.cur_addr if step > 0 else c.cur_addr - n + 1",
@@ -72,6 +183,11 @@ EQUIVALENT: dict[str, dict[tuple[str, str], str]] = {
     "bios_disk": {
         ('_basic_access(ctx, disk, "read")', '_basic_access(ctx, disk, "XXreadXX")'):
             "a read is whatever is neither \"write\" nor \"verify\": the name is never compared",
+        ('_extended_access(ctx, disk, "read")', '_extended_access(ctx, disk, "XXreadXX")'):
+            "a read is whatever is neither \"write\", \"verify\" nor \"seek\": the name is never compared",
+        ('flat = int.from_bytes(mem.read(pkt + 16, 8), "little") if size >= 0x18 else 0',
+         'flat = int.from_bytes(mem.read(pkt + 16, 8), "little") if size >= 0x18 else 1'):
+            "the flat address is used only when the packet is 0x18 bytes or longer, exactly when it is read",
         ("if lba < 0 or count < 0 or lba + count > disk.sectors:",
          "if lba < 0 or count <= 0 or lba + count > disk.sectors:"): _NO_ZERO,
         ("if lba < 0 or count < 0 or lba + count > disk.sectors:",
@@ -147,6 +263,14 @@ EQUIVALENT: dict[str, dict[tuple[str, str], str]] = {
         ("self.on_intr: Callable[[bool], None] | None = None",
          "self.on_intr: Callable[[bool], None] & None = None"): _ANNOTATION,
         ("OCW2_NOP: lambda s, l: None,", "OCW2_NOP: lambda s, l: 0,"): "OCW2 handlers' results are ignored",
+        ("for i in range(max(1, min(size, 4))):", "for i in range(max(1, min(size, 5))):"): _WIDTH,
+        ("chip.write(offset + i, value >> (8 * i)) / self._update() / ",
+         "chip.write(offset - i, value >> (8 * i)) / self._update() / "):
+            "a chip decodes only A0: offset + i and offset - i have the same parity",
+        ('def load_state(self, state: dict, who: str = "pic") -> None:',
+         'def load_state(self, state: dict, who: str = "XXpicXX") -> None:'):
+            ("the default name appears only in the error message of a chip loaded on its own, "
+             "which hv never does: the pair passes each chip's name"),
         ("self._lines = [PicLine(self, n) for n in range(16)]",
          "self._lines = [PicLine(self, n) for n in range(17)]"): ("``line(16)`` is refused by "
                                                                    "``_route`` before the list is indexed"),

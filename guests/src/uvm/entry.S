@@ -1,4 +1,5 @@
-/* uvmkernel's entry and trap stubs: a stack, zeroed .bss, kmain(bootinfo); every vector
+/* uvmkernel's entry and trap stubs: a stack, zeroed .bss (unless uvmfull's loader says, with
+ * EAX = 0x68760002, that it is still power-on zero), kmain(bootinfo); every vector
  * lands in trap(frame) with the registers in a struct frame (uvm.h), and leaves by iret. */
         .code32
         .section .text.entry, "ax"
@@ -6,13 +7,20 @@
 _start:
         mov $kstack_top, %esp
         mov %ebx, %esi
+        cmp $0x68760002, %eax           /* uvmfull's loader: .bss is untouched RAM, zero */
+        je 2f
         mov $__bss_start, %edi
         mov $__bss_end, %ecx
         sub %edi, %ecx
         xor %eax, %eax
         cld
+        mov %ecx, %edx                  /* dwords, then the odd bytes: 4x fewer iterations */
+        shr $2, %ecx
+        rep stosl
+        mov %edx, %ecx
+        and $3, %ecx
         rep stosb
-        push %esi
+2:      push %esi
         call kmain
 1:      cli
         hlt

@@ -13,6 +13,11 @@
  *
  * Every value the program passes is hostile: pointers are checked against its mappings,
  * lengths are bounded, and a bad one is -EFAULT/-EINVAL, never a kernel fault.
+ *
+ * Built with -DUVM_FULL it is the full/enlightened VM's kernel (uvmfull.sys, docs/vm-flavors.md):
+ * booted by the BIOS from a FAT16 disk, it answers the same 9P and registry messages itself
+ * (t_send -> p9_serve in p9local.c, reg_send -> hive_serve in hive.c) from the disk it booted
+ * from (blk.c, fat.c). Nothing is forwarded to the host.
  */
 #include "../kernels/hvboot.h"
 
@@ -63,8 +68,23 @@ static void *memset(void *d, int v, u32 n)
 }
 static u32 strlen(const char *s) { u32 n = 0; while (s[n]) n++; return n; }
 static int streq(const char *a, const char *b) { while (*a && *a == *b) a++, b++; return *a == *b; }
+#ifdef UVM_FULL
+static int memcmp(const void *a, const void *b, u32 n)
+{
+    const u8 *x = a, *y = b;
+    for (u32 i = 0; i < n; i++) if (x[i] != y[i]) return x[i] - y[i];
+    return 0;
+}
+#endif
 
+#ifdef UVM_FULL
+/* Output: COM1 in the full VM (polled 16550), UVM_WRITE in the enlightened one. */
+static int enlightened;
+static void out_bytes(u32 stream, const u8 *p, u32 n);
+static void kputs(const char *s) { out_bytes(2, (const u8 *)s, strlen(s)); }
+#else
 static void kputs(const char *s) { hv_console_write(s, strlen(s)); }
+#endif
 
 /* ---- errno -------------------------------------------------------------------------------- */
 enum { EPERM = 1, ENOENT = 2, EIO = 5, EBADF = 9, ENOMEM = 12, EACCES = 13, EFAULT = 14,
@@ -161,7 +181,12 @@ static void frame_free(u32 f) { *(u32 *)f = free_list; free_list = f; frames_fre
 static void paging_init(const struct hv_bootinfo *bi)
 {
     ram_end = bi->mem_size < KERNEL_MAP_END ? bi->mem_size : KERNEL_MAP_END;
+#ifdef UVM_FULL
+    extern char __bss_end[];               /* the loader knows only the file's size */
+    next_frame = ((u32)__bss_end + PAGE - 1) & ~(PAGE - 1);
+#else
     next_frame = (bi->kernel_end + PAGE - 1) & ~(PAGE - 1);
+#endif
     if (next_frame < 0x200000)
         next_frame = 0x200000;
     frames_free = (ram_end - next_frame) / PAGE;
@@ -334,8 +359,13 @@ struct vq {
     struct { u16 flags, idx, ring[QSZ]; } *avail;
     struct { u16 flags, idx; struct { u32 id, len; } ring[QSZ]; } *used;
 };
-static u8 vq_pages[2][3][PAGE] __attribute__((aligned(4096)));
-static struct vq q9p, qreg;
+#ifdef UVM_FULL
+#define VQ_SLOTS 3                         /* 9P, registry (unused there), virtio-blk */
+#else
+#define VQ_SLOTS 2
+#endif
+static u8 vq_pages[VQ_SLOTS][3][PAGE] __attribute__((aligned(4096)));
+static struct vq q9p __attribute__((unused)), qreg __attribute__((unused));
 
 static inline u32 mr(u32 base, u32 off) { return *(volatile u32 *)(base + off); }
 static inline void mw(u32 base, u32 off, u32 v) { *(volatile u32 *)(base + off) = v; }
@@ -420,7 +450,7 @@ static int vq_batch(struct vq *q, u32 n, u8 *const *out, const u32 *olen, u8 *co
     return 0;
 }
 
-static int vq_call(struct vq *q, u8 *out, u32 olen, u8 *in, u32 ilen)
+static __attribute__((unused)) int vq_call(struct vq *q, u8 *out, u32 olen, u8 *in, u32 ilen)
 {
     u32 got;
     int r = vq_batch(q, 1, &out, &olen, &in, &ilen, NULL, NULL, NULL, &got);
@@ -443,7 +473,7 @@ static u32 sg_n[SLOTS], sg_addr[SLOTS][SG_MAX], sg_len[SLOTS][SG_MAX];
 #define RREAD_HEADER 11            /* size, type, tag, count: then the data */
 static u32 pending[MAX_PENDING], npending;
 static u32 p9_touched;             /* messages made or queued: did a call go to the host? */
-static int have_9p, have_reg;
+static int have_9p __attribute__((unused)), have_reg __attribute__((unused));
 
 static void put8(u8 v) { if (tlen < MSIZE) tx[tlen++] = v; }
 static void put16(u16 v) { put8(v); put8(v >> 8); }
@@ -495,9 +525,23 @@ static int t_reply(u32 slot)
 }
 
 /* Send the batch in one doorbell; the result is the last message's (t_reply). */
+#ifdef UVM_FULL
+static u32 p9_serve(const u8 *t, u32 tl, u8 *rbuf, u32 rmax, u32 nsg, const u32 *sga, const u32 *sgl);
+#endif
 static int t_send(u8 type)
 {
     (void)type;
+#ifdef UVM_FULL
+    /* The full VM: the same messages, answered here, one after the other. */
+    t_close_slot();
+    stats.p9_messages += nslots;
+    u32 n = nslots;
+    nslots = 0;
+    for (u32 i = 0; i < n; i++)
+        rlens[i] = p9_serve(txs[i], tlens[i], rxs[i], sg_n[i] ? RREAD_HEADER : MSIZE,
+                            sg_n[i], sg_addr[i], sg_len[i]);
+    return t_reply(n - 1);
+#else
     if (!have_9p) { nslots = 0; return -ENOSYS; }
     t_close_slot();
     u8 *outs[SLOTS], *ins[SLOTS];
@@ -511,6 +555,7 @@ static int t_send(u8 type)
     nslots = 0;
     if (vq_batch(&q9p, n, outs, tlens, ins, ilens, sg_n, sg_addr, sg_len, rlens) < 0) return -EIO;
     return t_reply(n - 1);
+#endif
 }
 
 enum { TLOPEN = 12, TLCREATE = 14, TREADLINK = 22, TGETATTR = 24, TSETATTR = 26,
@@ -929,6 +974,9 @@ static int console_read(u8 *p, u32 n)
 {
     if (n && !user_ok((u32)p, n)) return -EFAULT;
     u32 k = n > sizeof bounce ? sizeof bounce : n;
+#ifdef UVM_FULL
+    k = 0;                                 /* the VM flavors have no stdin: end of file */
+#endif
     if (!k) return 0;
     u32 got = HC(0x0013, (u32)bounce, k, 0);
     if (got > k) return -EIO;
@@ -990,7 +1038,12 @@ static int console_write(u32 stream, const u8 *p, u32 n)
     while (done < n) {
         u32 k = n - done > sizeof bounce ? sizeof bounce : n - done;
         memcpy(bounce, p + done, k);
+#ifdef UVM_FULL
+        out_bytes(stream, bounce, k);
+        u32 w = k;
+#else
         u32 w = HC(0x0010, stream, (u32)bounce, k);
+#endif
         if (w == 0 || w > k) break;
         done += w;
     }
@@ -1345,10 +1398,17 @@ static int rput_ustr(u32 p)        /* a program's string (NULL: "") as a message
     return 0;
 }
 
+#ifdef UVM_FULL
+static int hive_serve(const u8 *t, u32 tl, u8 *rbuf, u32 rmax);
+#endif
 static int reg_send(void)
 {
+#ifdef UVM_FULL
+    int n = hive_serve(rtx, rt, rrx, sizeof rrx);
+#else
     if (!have_reg) return -ENOSYS;
     int n = vq_call(&qreg, rtx, rt, rrx, sizeof rrx);
+#endif
     if (n < 12) return -EIO;
     rl = (u32)n;
     rp = 8;
@@ -1436,8 +1496,27 @@ static int reg_call(u32 nr, u32 a, u32 b, u32 c, u32 d, u32 e, u32 f)
 /* ---- process, memory and time: served here ---------------------------------------------------- */
 static u64 epoch_ns;
 static u32 pid = 1;
+static u64 udiv64(u64 n, u32 d, u32 *rem);
 
+#ifdef UVM_FULL
+/* The ACPI PM timer (3.579545 MHz, 24 bits at 0x608): read at least every tick (10 ms), so
+ * its wraps (every 4.7 s) are all seen. */
+static u64 pm_ticks;
+static u32 pm_last;
+static u64 now_ns(void)
+{
+    u32 v;
+    __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"((u16)0x608));
+    v &= 0xFFFFFF;
+    pm_ticks += (v - pm_last) & 0xFFFFFF;
+    pm_last = v;
+    u64 s = udiv64(pm_ticks, 3579545u, &v);
+    return s * 1000000000u + udiv64((u64)v * 1000000000u, 3579545u, NULL);
+}
+#define hv_time_ns now_ns
+#else
 static u64 now_ns(void) { return hv_time_ns(); }
+#endif
 
 static u64 udiv64(u64 n, u32 d, u32 *rem)   /* no libgcc here: shift and subtract */
 {
@@ -1655,9 +1734,17 @@ static int do_getrandom(u32 buf, u32 n)
     return (int)n;
 }
 
+#ifdef UVM_FULL
+static __attribute__((noreturn)) void full_poweroff(u32 code);
+#define hv_poweroff full_poweroff
+#define HC_STATS() ((void)0)
+#else
+#define HC_STATS() HC(0x0012, (u32)&stats, sizeof stats, 0)
+#endif
+
 static __attribute__((noreturn)) void do_exit(u32 code)
 {
-    HC(0x0012, (u32)&stats, sizeof stats, 0);
+    HC_STATS();
     hv_poweroff(code & 0xFF);
 }
 
@@ -1839,6 +1926,9 @@ void trap(struct frame *f)
     }
     if (f->vector == 32) {                 /* the tick: the program was preempted, and resumes */
         stats.ticks++;
+#ifdef UVM_FULL
+        now_ns();                          /* the PM timer's wraps */
+#endif
         lapic_w(0xB0, 0);
         return;
     }
@@ -1912,10 +2002,21 @@ static int load_elf(const char *path, u32 *entry, u32 *phdr, u32 *phnum)
 static struct frame uframe;
 static u8 launch_buf[65536] __attribute__((aligned(16)));
 
+#ifdef UVM_FULL
+#include "blk.c"
+#include "fat.c"
+#include "p9local.c"
+#include "hive.c"
+#include "full.c"
+#endif
+
 void kmain(const struct hv_bootinfo *bi)
 {
     cpu_tables();
     paging_init(bi);
+#ifdef UVM_FULL
+    struct launch *l = full_start();
+#else
     const struct hv_device *d = (const struct hv_device *)bi->dev_addr;
     for (u32 i = 0; i < bi->dev_count; i++) {
         if (d[i].kind != HV_DEV_VIRTIO_MMIO) continue;
@@ -1934,7 +2035,11 @@ void kmain(const struct hv_bootinfo *bi)
     struct launch *l = (struct launch *)launch_buf;
     while (l->magic != LAUNCH_MAGIC)
         HC(0x0011, (u32)launch_buf, sizeof launch_buf, 0);
+#endif
     epoch_ns = l->epoch_ns;
+#ifdef UVM_FULL
+    fat_stamp(udiv64(now_ns() + epoch_ns, 1000000000u, NULL));
+#endif
     u32 size = l->size < sizeof launch_buf ? l->size : sizeof launch_buf;
     launch_buf[size - 1] = 0;
     const char *s = l->strings;
@@ -1954,7 +2059,7 @@ void kmain(const struct hv_bootinfo *bi)
     normalize(prog, full);
     int r = load_elf(full, &entry, &phdr, &phnum);
     if (r < 0) {
-        HC(0x0012, (u32)&stats, sizeof stats, 0);
+        HC_STATS();
         hv_poweroff(r == -ENOENT ? 127 : 126);
     }
 
@@ -1962,7 +2067,7 @@ void kmain(const struct hv_bootinfo *bi)
     /* The stack may grow to STACK_MAX; only what it starts with is promised. */
     if (vma_add_committing(USER_TOP - STACK_MAX, USER_TOP, 64) ||
         !user_ok(USER_TOP - (256u << 10), 256u << 10)) {
-        HC(0x0012, (u32)&stats, sizeof stats, 0);
+        HC_STATS();
         hv_poweroff(126);
     }
     u32 sp = USER_TOP - 4;
@@ -2009,5 +2114,8 @@ void kmain(const struct hv_bootinfo *bi)
     u64 t = hv_time_ns();
     stats.entry_lo = (u32)t;
     stats.entry_hi = (u32)(t >> 32);
+#ifdef UVM_FULL
+    outb(0x80, 0xE0);                      /* POST code: the program's first instruction next */
+#endif
     enter_user(&uframe);
 }
