@@ -144,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "mac=52:54:00:12:34:56)")
     run.add_argument("--pcap", metavar="FILE", help="write every frame the NIC sends or receives")
     run.add_argument("--vda", metavar="FILE[,ro][,snapshot]",
-                     help="synthetic disk (virtio-blk, slot 0 at 0xD0000, IRQ 10)")
+                     help="synthetic disk (virtio-blk, slot 0 at 0xD0000, IRQ 10; with --bios "
+                          "synthetic and no IDE disk, BIOS drive 0x80: it boots)")
     run.add_argument("--virtio-net", metavar="none|user|switch:NAME", default=None,
                      help="synthetic network card (virtio-net, slot 1 at 0xD1000, IRQ 11)")
     run.add_argument("--virtio-console", metavar="stdio|none|FILE", default="stdio",
@@ -563,9 +564,10 @@ OWN_PARSERS = {
     "bench": ("hv.bench.report", "main", "run the benchmark matrix; write bench-report.md, PNG "
                                          "plots and JSON (hv bench --quick, --json FILE, --out DIR)"),
     "image": ("hv.container.images", "main_image", "container images: import an OCI or docker-save "
-                                                   "archive, build from a folder, ls, rm"),
-    "container": ("hv.container.container", "main_container", "process and utility-VM containers: "
-                                                             "run, ls, diff, commit, logs, rm"),
+                                                   "archive, build from a folder, to-disk, ls, rm"),
+    "container": ("hv.container.container", "main_container", "containers (process, utility VM, "
+                                                             "enlightened or full VM): run, ls, diff, "
+                                                             "commit, logs, rm"),
     "flavors": ("hv.bench.flavors", "main", "run one workload as a process container, utility VM, "
                                            "enlightened VM and full VM; report costs and isolation"),
     "registry": ("hv.cli", "_main_registry", "export or import container registry keys as .reg "
