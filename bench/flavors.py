@@ -189,6 +189,16 @@ class ProcessFlavor:
         task.opened = (root, reg)
         return task
 
+    def run_beside(self, neighbour, task) -> None:
+        """Run the kernel until ``task`` exits, then end ``neighbour`` (a holder or a hog)."""
+        while task.ended_ns is None:
+            if not self.kernel.run_round():
+                self.kernel._nap()
+        neighbour.kill()
+        self.kernel._ended(neighbour)
+        self.finish(neighbour)
+        self.finish(task)
+
     def finish(self, task) -> None:
         for o in task.opened:
             o.close()
@@ -324,17 +334,11 @@ def check_files(f, shared_volume: Path | None = None) -> dict:
 def check_memory(f) -> dict:
     """A holds a secret in private memory; B, alive at the same time, reads that address."""
     if isinstance(f, ProcessFlavor):
-        ta, ca, oa, _ = f.start(["/bin/probe", "hold", SECRET, "3000"])
+        ta, _, oa, _ = f.start(["/bin/probe", "hold", SECRET, "3000"])
         while b"holding" not in oa.getvalue() and ta.ended_ns is None:
             f.kernel.run_round()
-        tb, cb, ob, _ = f.start(["/bin/probe", "peek"])
-        while tb.ended_ns is None:
-            if not f.kernel.run_round():
-                f.kernel._nap()
-        ta.kill()
-        f.kernel._ended(ta)
-        f.finish(ta)
-        f.finish(tb)
+        tb, _, ob, _ = f.start(["/bin/probe", "peek"])
+        f.run_beside(ta, tb)
         seen = _line(ob.getvalue(), "peek:")
     else:
         keep: list = []
@@ -397,13 +401,7 @@ def check_cpu_hog(f, cpus: float | None) -> dict:
     if isinstance(f, ProcessFlavor):
         hog, _, _, _ = f.start(["/bin/hog", "cpu"], cpus=cpus)
         tb, _, ob, _ = f.start(TICK)
-        while tb.ended_ns is None:
-            if not f.kernel.run_round():
-                f.kernel._nap()
-        hog.kill()
-        f.kernel._ended(hog)
-        f.finish(hog)
-        f.finish(tb)
+        f.run_beside(hog, tb)
         near = _lateness_us(ob.getvalue())
     else:
         p = _hog_subprocess(f.bench, f.name, cpus)
