@@ -33,16 +33,12 @@ from enum import IntEnum, IntFlag
 
 from hv.devices import state as st
 from hv.devices.base import IrqLine, NullIrq, PortRange, SharedStateDevice
-from hv.devices import disk_store
-from hv.devices.disk_store import OUT_OF_RANGE, SECTOR, Disk, DiskError
-
-IO_ERROR = getattr(disk_store, "IO_ERROR", -1)   # the host file failed (EIO, ENOSPC)
+from hv.devices.disk_store import IO_ERROR, OUT_OF_RANGE, SECTOR, Disk, DiskError
 
 WORDS_PER_SECTOR = SECTOR // 2
 MAX_MULTIPLE = 16                 # sectors per DRQ block for READ/WRITE MULTIPLE (word 47)
 LBA28_MAX = 0x0FFFFFFF            # highest sector count LBA28 can address (words 60-61)
 MAX_CURRENT_CYLINDERS = 65535     # word 54 is 16 bits
-MAX_DEFAULT_CYLINDERS = 16383     # word 1 for disks past 8.4 GB
 
 
 class Reg(IntEnum):
@@ -182,7 +178,8 @@ class _Unit:
         self.power = POWER_ACTIVE
         self.pio_mode = 0
         g = self.disk.geometry if self.disk is not None else None
-        self.default_chs = (min(g.cylinders, MAX_DEFAULT_CYLINDERS), g.heads, g.sectors) if g else (0, 0, 0)
+        # (The disk's geometry already stops at 16383 cylinders, word 1's limit past 8.4 GB.)
+        self.default_chs = (g.cylinders, g.heads, g.sectors) if g else (0, 0, 0)
         # The power-on translation is the default geometry itself (as QEMU reports it,
         # even when a tiny image holds fewer sectors than its 2 minimum cylinders).
         self.tr_cyls, self.tr_heads, self.tr_spt = self.default_chs
@@ -212,26 +209,30 @@ class _Unit:
         self.pos = self.rd_end = self.wr_end = 0
         self.lba = self.remaining = self.block = 0
         self.xfer_sectors = 0
-        self.writing = False
 
 
 class IdeChannel(SharedStateDevice):
     """One ATA channel. ``drives`` is (master, slave), each a Disk or None."""
 
+    # The primary channel; the secondary is IdeChannel(..., "ide1", base=0x170, ctrl=0x376).
     name = "ide0"
     ports = (PortRange(0x1F0, 8, 0), PortRange(0x3F6, 1, 8))
-    irq = 14
+    ISA_IRQ = {0x1F0: 14, 0x170: 15}      # the PC/AT's two channels (others: no ISA line)
 
-    def __init__(self, irq: IrqLine | None = None, drives=(None, None), name: str = "ide0",
-                 base: int = 0x1F0, ctrl: int = 0x3F6) -> None:
+    def __init__(self, irq: IrqLine | None = None, drives=(None, None), name: str | None = None,
+                 base: int | None = None, ctrl: int | None = None) -> None:
         # ``self.irq`` stays the ISA line number; the injected wire is ``irq_line``.
         self.irq_line = irq if irq is not None else NullIrq()
-        self.name = name
-        self.ports = (PortRange(base, 8, 0), PortRange(ctrl, 1, 8))
-        self.irq = {0x1F0: 14, 0x170: 15}.get(base)
+        cmd_block, ctrl_block = type(self).ports
+        base = cmd_block.base if base is None else base
+        ctrl = ctrl_block.base if ctrl is None else ctrl
+        self.name = name or type(self).name
+        self.ports = (PortRange(base, cmd_block.length, cmd_block.bias),
+                      PortRange(ctrl, ctrl_block.length, ctrl_block.bias))
+        self.irq = self.ISA_IRQ.get(base)
         drives = tuple(drives)[:2] + (None,) * max(0, 2 - len(tuple(drives)))
         self.drives: tuple[Disk | None, Disk | None] = drives
-        self._units = tuple(_Unit(d, i, f"HV-{name.upper()}-{i}") for i, d in enumerate(drives))
+        self._units = tuple(_Unit(d, i, f"HV-{self.name.upper()}-{i}") for i, d in enumerate(drives))
         self._any = any(u.present for u in self._units)
         self._counts = {"commands": 0, "sectors_read": 0, "sectors_written": 0, "errors": 0}
         self.reset()
@@ -253,8 +254,6 @@ class IdeChannel(SharedStateDevice):
         return dict(self._counts)
 
     # ---- the C fast path -----------------------------------------------------------
-    _win = None
-
     def bind_fast(self, fast, port_of) -> None:
         """Let C serve the data port (``rep insw``/``outsw``) from the selected
         drive's sector buffer, which moves into C memory: one copy of the data."""
@@ -300,9 +299,9 @@ class IdeChannel(SharedStateDevice):
                   ("tr_cyls", MAX_CURRENT_CYLINDERS), ("tr_heads", 16), ("tr_spt", 0xFF),
                   ("features", 0xFF), ("nsector", 0xFF), ("sector", 0xFF), ("lcyl", 0xFF),
                   ("hcyl", 0xFF), ("select", 0xFF), ("error", 0xFF), ("status", 0xFF),
-                  ("lba", 1 << 40), ("remaining", 1 << 16), ("block", MAX_MULTIPLE),
+                  ("lba", LBA28_MAX), ("remaining", 256), ("block", MAX_MULTIPLE),
                   ("xfer_sectors", MAX_MULTIPLE))
-    _UNIT_FLAGS = ("write_cache", "look_ahead", "revert_defaults", "tr_valid", "pending", "writing")
+    _UNIT_FLAGS = ("write_cache", "look_ahead", "revert_defaults", "tr_valid", "pending")
     _WORDS = WORDS_PER_SECTOR * MAX_MULTIPLE
 
     def state(self) -> dict:
@@ -381,9 +380,9 @@ class IdeChannel(SharedStateDevice):
             if size == 4:                     # 32-bit PIO: two words, low first
                 lo = self._read(0, 2)
                 return lo | (self._read(0, 2) << 16)
-            return (1 << (8 * size)) - 1 if 0 < size <= 8 else 0   # 8-bit data access: not decoded
+            return 0xFF                       # an 8-bit data access: not decoded (floats high)
         value = 0
-        for i in range(max(1, min(size, 8))):
+        for i in range(size):                 # x86 port I/O: 1, 2 or 4 bytes
             value |= self._read_reg(offset + i, i) << (8 * i)
         return value
 
@@ -403,7 +402,7 @@ class IdeChannel(SharedStateDevice):
                 self._write(0, 2, value)
                 self._write(0, 2, value >> 16)
             return
-        for i in range(max(1, min(size, 8))):
+        for i in range(size):
             self._write_reg(offset + i, i, (value >> (8 * i)) & 0xFF)
 
     def _read_reg(self, off: int, i: int) -> int:
@@ -483,7 +482,7 @@ class IdeChannel(SharedStateDevice):
         u.pending = False
         u.stop_transfer()
         u.error = 0
-        u.status = _READY
+        u.status = _READY                     # (every handler sets its own status)
         _COMMANDS.get(op, IdeChannel._cmd_abort)(self, u)
         self._update_irq()
 
@@ -526,12 +525,12 @@ class IdeChannel(SharedStateDevice):
 
     def _set_address(self, u: _Unit, lba: int) -> None:
         """Point the registers at ``lba`` (the next sector, or the one in error)."""
-        if u.select & _LBA or not u.tr_valid:
+        if u.select & _LBA:
             lba = min(lba, LBA28_MAX)
             u.sector, u.lcyl, u.hcyl = lba & 0xFF, (lba >> 8) & 0xFF, (lba >> 16) & 0xFF
-            if u.select & _LBA:
-                u.select = (u.select & 0xF0) | (lba >> 24)
+            u.select = (u.select & 0xF0) | (lba >> 24)
             return
+        # CHS: the translation is valid here (``_address`` fails a command before otherwise)
         c, rem = divmod(lba, u.tr_heads * u.tr_spt)
         h, s = divmod(rem, u.tr_spt)
         c &= 0xFFFF
@@ -654,7 +653,6 @@ class IdeChannel(SharedStateDevice):
         if r is not None:
             u.lba, u.remaining = r
             u.block = block
-            u.writing = True
             self._arm_block(u)                # the first DRQ block comes without an interrupt
 
     def _cmd_write_multiple(self, u: _Unit) -> None:
@@ -672,8 +670,7 @@ class IdeChannel(SharedStateDevice):
         u.status = _READY | _DRQ
 
     def _data_out_done(self, u: _Unit) -> None:
-        n = u.xfer_sectors
-        u.pos = u.wr_end = 0
+        n = u.xfer_sectors                    # (each way below ends this data phase)
         try:
             u.disk.write(u.lba, bytes(u.buf[:n * SECTOR]))
             if not u.remaining - n and not u.write_cache:

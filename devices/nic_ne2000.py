@@ -210,14 +210,17 @@ class Ne2000(SharedStateDevice):
     ports = (PortRange(0x300, PORT_SPAN),)
     irq = 9
 
-    def __init__(self, irq=None, mac: bytes = b"\x52\x54\x00\x12\x34\x56", port=None,
-                 base: int = 0x300, isa_irq: int = 9, ram_size: int = RAM_SIZE) -> None:
+    DEFAULT_MAC = b"\x52\x54\x00\x12\x34\x56"    # QEMU's first NIC (52:54:00:12:34:56)
+
+    def __init__(self, irq=None, mac: bytes = DEFAULT_MAC, port=None, base: int | None = None,
+                 isa_irq: int | None = None, ram_size: int = RAM_SIZE) -> None:
         # ``self.irq`` stays the ISA line number; the injected wire is ``irq_line``.
+        # Base and ISA line default to the class's declaration (300h, IRQ 9).
         self.irq_line = irq if irq is not None else NullIrq()
-        self.irq = isa_irq
+        self.irq = type(self).irq if isa_irq is None else isa_irq
         self.port = port
         self.mac = bytes(mac[:ADDR_LEN]).ljust(ADDR_LEN, b"\0")
-        if base != 0x300:
+        if base is not None:
             self.ports = (PortRange(base, PORT_SPAN),)
         # RAM is whole pages from 0x4000 up to at most 0xC000 (QEMU's 32 KiB).
         ram_size = max(0x100, min(int(ram_size), 0x8000)) & ~0xFF
@@ -242,7 +245,7 @@ class Ne2000(SharedStateDevice):
         m = self._mem
         m[RAM_START:self.ram_end] = bytes(self.ram_end - RAM_START)
         prom = self.mac + bytes(8) + bytes((PROM_SIGNATURE, PROM_SIGNATURE))
-        m[0:PROM_SIZE] = bytes(b for b in prom for _ in (0, 1))
+        m[0:PROM_SIZE] = bytes(x for b in prom for x in (b, b))
         self.pstart = 0
         self.pstop = 0
         self.bnry = 0
@@ -261,11 +264,8 @@ class Ne2000(SharedStateDevice):
         self.cntr = [0, 0, 0]      # CNTR0 frame alignment, CNTR1 CRC, CNTR2 missed packets
         self.par = bytearray(ADDR_LEN)
         self.mar = bytearray(8)
-        self.isr = 0
-        self.imr = 0
         self.dcr = 0
-        self.cr = 0
-        self._nic_reset()
+        self._nic_reset()          # CR, ISR and IMR
 
     def _nic_reset(self) -> None:
         """The NIC's reset state (RESET pin, or a read of the board's reset port):
@@ -280,8 +280,6 @@ class Ne2000(SharedStateDevice):
         self.irq_line.set_level((self.isr & self.imr & ISR_IRQ_MASK) != 0)
 
     # ---- the C fast path -----------------------------------------------------------
-    _win = None
-
     def bind_fast(self, fast, port_of) -> None:
         """Let C serve word-mode remote DMA through the data port (``rep insw``/
         ``outsw``) straight from card memory, which moves into C memory."""
@@ -289,7 +287,7 @@ class Ne2000(SharedStateDevice):
         cmem[:] = self._mem
         self._mem, self._cmem = cmem, fast.pointer(cmem)
         self._win = fast.window([port_of(DATA_PORT)], sizes=(2, 4), on_done=self._window_done)
-        self._win_at = None
+        self._win_at = None               # (``_push`` opens the window or leaves it shut)
         self._bound = True
         self._push()
 

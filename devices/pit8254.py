@@ -535,12 +535,12 @@ class Pit8254(SharedStateDevice):
     # (SharedStateDevice.read/write wrap these)
     def _read(self, offset: int, size: int) -> int:
         value = 0
-        for i in range(max(1, min(size, 4))):
+        for i in range(size):                 # x86 port I/O: 1, 2 or 4 bytes
             value |= self._read_byte(offset + i) << (8 * i)
         return value
 
     def _write(self, offset: int, size: int, value: int) -> None:
-        for i in range(max(1, min(size, 4))):
+        for i in range(size):
             self._write_byte(offset + i, value >> (8 * i) & 0xFF)
 
     def _read_byte(self, offset: int) -> int:

@@ -820,6 +820,16 @@ def test_chain_write_scatters_into_the_writable_part_as_if_it_were_one_buffer(si
     assert chain.written == max(first, offset2 + done2 if done2 else 0)
 
 
+def test_a_write_starting_inside_a_buffer_continues_in_the_next_and_stops_at_each_end():
+    mem = GuestMemory(MiB)
+    mem.write(0x1000, b"\xee" * 0x20)
+    chain = Chain(mem, 1, [], [(0x1000, 8), (0x1010, 8)])
+    assert chain.write(bytes(range(1, 11)), 4) == 10
+    assert mem.read(0x1000, 0x20) == (b"\xee" * 4 + bytes(range(1, 5)) + b"\xee" * 8 +
+                                      bytes(range(5, 11)) + b"\xee" * 10)
+    assert chain.written == 14
+
+
 def test_require_accepts_exactly_enough_bytes_and_refuses_one_fewer():
     mem = GuestMemory(MiB)
     chain = Chain(mem, 2, [(0x1000, 6), (0x2000, 4)], [(0x3000, 3)])

@@ -338,25 +338,39 @@ def run_vm_containers(store, containers, *, stats: bool = False,
                       stdin_fd: int | None = None) -> list[int]:
     """Each container's program in a utility VM of its own, one after the other; the
     containers' records, logs and layers are the same as a process container's."""
-    from hv.container.container import EXIT_CANNOT_RUN, ContainerError, _image_env, _Tee
+    from hv.container.container import EXIT_CANNOT_RUN, _image_env
+
+    def prepare(c, image):
+        r = c.record
+        root = store.open_root(c, image)
+        env = [f"{k}={v}" for k, v in _image_env(image).items()] + r["env"]
+        return lambda stdout, stderr, counters: run_in_vm(
+            root, lambda: store.open_registry(c, image), r["argv"][0], r["argv"], env,
+            r["workdir"], memory=r["memory"], stdout=stdout, stderr=stderr, home=store.home,
+            stats=counters, cpus=r["cpus"], stdin=stdin_fd if len(containers) == 1 else None)
+    return run_each_in_a_vm(store, containers, prepare, UvmError, EXIT_CANNOT_RUN, stats=stats)
+
+
+def run_each_in_a_vm(store, containers, prepare, vm_error: type[Exception], failed_status: int, *,
+                     stats: bool = False) -> list[int]:
+    """Each container's program in a VM of its own, one after the other, its record, logs
+    and layers kept as a process container's. ``prepare(container, image)`` readies one run
+    and returns ``run(stdout, stderr, counters) -> exit status``; a ``vm_error`` from it
+    ends the container with ``failed_status`` and is said in one line."""
+    from hv.container.container import ContainerError, _Tee
     statuses = []
     for c in containers:
         r = c.record
-        image = store.image_of(c)
-        root = store.open_root(c, image)
+        image = store.image_of(c)                # a damaged record or a replaced image: said now
+        run = prepare(c, image)
         out, err = _Tee(1, c.path / "stdout"), _Tee(2, c.path / "stderr")
-        env = [f"{k}={v}" for k, v in _image_env(image).items()] + r["env"]
         counters: dict = {}
         r.update(state="running", hv_pid=os.getpid(), started=time.time())
         c.save()
         try:
-            status = run_in_vm(root, lambda: store.open_registry(c, image), r["argv"][0], r["argv"],
-                               env, r["workdir"], memory=r["memory"], stdout=out.write,
-                               stderr=err.write, home=store.home,
-                               stats=counters, cpus=r["cpus"],
-                               stdin=stdin_fd if len(containers) == 1 else None)
-        except UvmError as e:
-            r.update(state="exited", status=EXIT_CANNOT_RUN)
+            status = run(out.write, err.write, counters)
+        except vm_error as e:
+            r.update(state="exited", status=failed_status)
             c.save()
             raise ContainerError(f"{c.name}: {e}") from None
         finally:
@@ -367,12 +381,12 @@ def run_vm_containers(store, containers, *, stats: bool = False,
                 c.save()
         r.update(state="exited", status=status)
         c.save()
+        if stats:
+            print_stats(counters)
         if status in (126, 127) and counters.get("syscalls", 1) == 0:   # the kernel's loader
             why = "no such file" if status == 127 else "not a static i386 executable"
             raise ContainerError(f"{c.name}: cannot run {r['argv'][0]}: {why}", status)
         statuses.append(status)
-        if stats:
-            print_stats(counters)
     return statuses
 
 

@@ -616,38 +616,12 @@ def run_flavor_containers(store, containers, flavor: str, *, stats: bool = False
     """Each container's program in a VM of the flavor, one after the other; records, logs and
     layers as a process container's (the disk is built in the container's directory and removed
     after the run: the layers hold the result)."""
-    from hv.container.container import ContainerError, _Tee
-    from hv.container.uvm import print_stats
-    statuses = []
-    for c in containers:
-        r = c.record
-        store.image_of(c)                        # a damaged record or a replaced image: said now
-        out, err = _Tee(1, c.path / "stdout"), _Tee(2, c.path / "stderr")
-        counters: dict = {}
-        r.update(state="running", hv_pid=os.getpid(), started=time.time())
-        c.save()
-        try:
-            status = run_in_vm_flavor(flavor, store, c, stdout=out.write, stderr=err.write,
-                                      stats=counters)
-        except FlavorError as e:
-            r.update(state="exited", status=EXIT_VM_FAILED)
-            c.save()
-            raise ContainerError(f"{c.name}: {e}") from None
-        finally:
-            out.close()
-            err.close()
-            if r["state"] == "running":
-                r.update(state="exited", status=130, message="hv was interrupted")
-                c.save()
-        r.update(state="exited", status=status)
-        c.save()
-        if stats:
-            print_stats(counters)
-        if status in (126, 127) and counters.get("syscalls", 1) == 0:   # the kernel's loader
-            why = "no such file" if status == 127 else "not a static i386 executable"
-            raise ContainerError(f"{c.name}: cannot run {r['argv'][0]}: {why}", status)
-        statuses.append(status)
-    return statuses
+    from hv.container.uvm import run_each_in_a_vm
+
+    def prepare(c, image):
+        return lambda stdout, stderr, counters: run_in_vm_flavor(
+            flavor, store, c, stdout=stdout, stderr=stderr, stats=counters)
+    return run_each_in_a_vm(store, containers, prepare, FlavorError, EXIT_VM_FAILED, stats=stats)
 
 
 # -- hv image to-disk -------------------------------------------------------------------------------

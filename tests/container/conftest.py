@@ -93,3 +93,30 @@ def run_tiny(tmp_path, code: bytes, engine=None, **kw):
     p = Process(str(path), ["tiny"], [], **kw)
     run_to_exit(p, engine)
     return p
+
+
+def cli(capfd):
+    """`hv container ARGS` in this process: a function returning (status, stdout, stderr)."""
+    from hv.container.container import main_container
+
+    def run(*argv):
+        capfd.readouterr()
+        status = main_container([str(a) for a in argv])
+        out, err = capfd.readouterr()
+        return status, out, err
+    return run
+
+
+def service_home(top: Path, programs=()) -> Path:
+    """An image store at ``top/home`` holding the test image "svc", with these guest
+    programs added under /bin and an /input.txt."""
+    from hv.container.images import ImageStore
+    from tests.container.test_containers import make_image_dir
+    d = make_image_dir(top / "imgdir")
+    for prog in programs:
+        shutil.copyfile(guests.linux_program_path(prog), d / "bin" / prog)
+        (d / "bin" / prog).chmod(0o755)
+    (d / "input.txt").write_text("first line\nsecond line\n")
+    h = top / "home"
+    ImageStore(h).build(d, "svc")
+    return h

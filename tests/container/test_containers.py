@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from hv import guests
-from hv.container.container import ContainerStore, main_container, parse_size, ContainerError
+from hv.container.container import ContainerStore, parse_size, ContainerError
 from hv.container.images import ImageStore
 from hv.container.registry import REG_SZ, LayeredRegistry, seal_layer
-from tests.container.conftest import QEMU, needs_qemu
+from tests.container.conftest import QEMU, cli, needs_qemu
 from tests import hvcmd
 
 PROGRAMS = ("service", "hog", "leak", "escape", "io")
@@ -59,12 +59,7 @@ def home(tmp_path, monkeypatch):
 @pytest.fixture
 def hv(home, capfd):
     """`hv container ARGS` in this process: (status, stdout, stderr)."""
-    def run(*argv):
-        capfd.readouterr()
-        status = main_container([str(a) for a in argv])
-        out, err = capfd.readouterr()
-        return status, out, err
-    return run
+    return cli(capfd)
 
 
 def tree_digest(top: Path) -> str:

@@ -4,16 +4,14 @@ Global\\ leak does not cross VMs; the kernel's timer preempts a hog; files stay 
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from hv import guests
-from hv.container.container import ContainerStore, main_container
-from hv.container.images import ImageStore
+from hv.container.container import ContainerStore
 from hv.container.uvm import kernel_path, run_in_vm, template_path
-from tests.container.test_containers import make_image_dir, tree_digest
+from tests.container.conftest import cli, service_home
+from tests.container.test_containers import tree_digest
 
 pytestmark = pytest.mark.skipif(not kernel_path().exists(), reason="uvmkernel image not built")
 
@@ -23,27 +21,13 @@ EXTRA = ("hello", "files", "memory", "args", "errors", "regdemo", "sleep", "exit
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
     """One image and one template for the module (the template takes a cold boot)."""
-    top = tmp_path_factory.mktemp("uvm")
-    d = make_image_dir(top / "imgdir")
-    for prog in EXTRA:
-        shutil.copyfile(guests.linux_program_path(prog), d / "bin" / prog)
-        (d / "bin" / prog).chmod(0o755)
-    (d / "input.txt").write_text("first line\nsecond line\n")
-    h = top / "home"
-    ImageStore(h).build(d, "svc")
-    return h
+    return service_home(tmp_path_factory.mktemp("uvm"), EXTRA)
 
 
 @pytest.fixture
 def hv(home, capfd, monkeypatch):
     monkeypatch.setenv("HV_HOME", str(home))
-
-    def run(*argv):
-        capfd.readouterr()
-        status = main_container([str(a) for a in argv])
-        out, err = capfd.readouterr()
-        return status, out, err
-    return run
+    return cli(capfd)
 
 
 def _layers(home: Path) -> str:

@@ -21,6 +21,7 @@ import pytest
 from hv import guests
 from hv.container.uvm import launch_block
 from hv.machine import DriveSpec, Machine, MachineConfig
+from tests.container.conftest import cli, service_home
 
 IMAGES = Path(guests.IMAGES_DIR)
 MTOOLS = ("mformat", "mcopy", "mmd", "mtype", "mdir", "mshowfat", "mdel")
@@ -358,30 +359,13 @@ EXTRA = ("hello", "files", "memory", "args", "errors", "regdemo", "sleep", "exit
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
     pytest.importorskip("hv.container.vmflavor")
-    from hv.container.images import ImageStore
-    from tests.container.test_containers import make_image_dir
-    top = tmp_path_factory.mktemp("full")
-    d = make_image_dir(top / "imgdir")
-    for prog in EXTRA:
-        shutil.copyfile(guests.linux_program_path(prog), d / "bin" / prog)
-        (d / "bin" / prog).chmod(0o755)
-    (d / "input.txt").write_text("first line\nsecond line\n")
-    h = top / "home"
-    ImageStore(h).build(d, "svc")
-    return h
+    return service_home(tmp_path_factory.mktemp("full"), EXTRA)
 
 
 @pytest.fixture
 def hv(home, capfd, monkeypatch):
-    from hv.container.container import main_container
     monkeypatch.setenv("HV_HOME", str(home))
-
-    def run(*argv):
-        capfd.readouterr()
-        status = main_container([str(a) for a in argv])
-        out, err = capfd.readouterr()
-        return status, out, err
-    return run
+    return cli(capfd)
 
 
 @pytest.mark.parametrize("prog,args", [("service", []), ("regdemo", []), ("errors", []),
@@ -456,13 +440,8 @@ def reg_home(tmp_path_factory):
 
 @pytest.mark.parametrize("seed", range(6))
 def test_the_in_guest_registry_answers_as_the_hosts(reg_home, capfd, monkeypatch, seed):
-    from hv.container.container import main_container
     monkeypatch.setenv("HV_HOME", str(reg_home))
-
-    def run(*argv):
-        capfd.readouterr()
-        status = main_container([str(a) for a in argv])
-        return (status,) + capfd.readouterr()
+    run = cli(capfd)
     script = registry_script(seed, 120)
     vm = run("run", "--name", "vm", "--isolation", "vm", "reg", "/bin/regops", *script)
     assert vm[0] == 0 and vm[1].count("\n") > 30
@@ -508,13 +487,8 @@ def files_home(tmp_path_factory):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_file_operations_answer_as_the_hosts(files_home, capfd, monkeypatch, seed):
-    from hv.container.container import main_container
     monkeypatch.setenv("HV_HOME", str(files_home))
-
-    def run(*argv):
-        capfd.readouterr()
-        status = main_container([str(a) for a in argv])
-        return (status,) + capfd.readouterr()
+    run = cli(capfd)
     script = files_script(seed)
     p = run("run", "--name", "p", "files", "/bin/escape", *script)
     assert p[0] == 0 and p[1].count("\n") == len(script) // 2

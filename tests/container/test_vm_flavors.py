@@ -21,6 +21,7 @@ from hv.container import fatdisk, hive, vmflavor
 from hv.container.container import ContainerStore, main_container
 from hv.container.images import ImageStore, main_image
 from hv.container.registry import LayeredRegistry
+from tests.container.conftest import cli
 from tests.container.test_containers import make_image_dir, tree_digest
 
 MTOOLS = shutil.which("mdir") and shutil.which("mtype") and shutil.which("mcopy") and shutil.which("mdel")
@@ -307,12 +308,7 @@ def _service(hv_run, isolation: str, name: str):
 
 @pytest.fixture
 def hv(home, capfd):
-    def run(*argv):
-        capfd.readouterr()
-        status = main_container([str(a) for a in argv])
-        out, err = capfd.readouterr()
-        return status, out, err
-    return run
+    return cli(capfd)
 
 
 @needs_kernel

@@ -5,6 +5,7 @@ Keyed by module name (``tests.mutation.MODULES``), then by (source line, mutated
 """
 from __future__ import annotations
 
+_NAMED_ONLY = "the model names this register, bit or command after the datasheet but never compares with it"
 _UNUSED = "the constant names a datasheet bit the model never uses (stored-only ICW/OCW fields)"
 _OVERWRITTEN = ("``_Registers`` is filled by ``Pic8259.reset()`` right after it is made, so its "
                 "own initial values are never read")
@@ -47,7 +48,126 @@ _ILLEGAL_ONE = ("the two differ only for a new count of 1, which the 8254 datash
 _USED_END = ("the used ring starts 4-aligned and is 6 + 8n bytes long, so it ends 2 bytes short of "
              "a 4-aligned end of RAM: one byte more (or a third byte of its last field) is in RAM too")
 
+_STP_CLEAR = ("bit 0 (STP) is clear wherever this is looked at: a command with STP returns "
+              "before, and the window opens only while the NIC runs")
+_DATA_PORT = "offset 10h is the data port, served before the register decode"
+_PERF = ("a window that serves no whole access changes nothing: C passes every access on to the "
+         "model, which moves the same bytes")
+_PAGES_OF_A_FRAME = "a full frame needs (1514 + 4 + 4 + 255) >> 8 = 6 pages; this sum gives 6 too"
+_SHORT = "a 60-byte frame is padded with no bytes"
+
 EQUIVALENT: dict[str, dict[tuple[str, str], str]] = {
+    "nic_ne2000": {
+        **{(f"{n} = {v}{c}", f"{n} = {m}{c}"): _NAMED_ONLY for n, v, m, c in (
+            ("STA", "0x02", "3", "           # start"),
+            ("RD0", "0x08", "9", "           # remote DMA command, RD2..RD0"), ("RD1", "0x10", "17", ""),
+            ("PS0", "0x40", "65", "           # register page select"), ("PS1", "0x80", "129", ""),
+            ("RD_NOT_ALLOWED", "0x00", "1", ""), ("RD_NOT_ALLOWED", "0x00", "None", ""),
+            ("RXE", "0x04", "5", "           # receive error"),
+            ("TXE", "0x08", "9", "           # transmit error"),
+            ("COL", "0x04", "5", ""), ("ABT", "0x08", "9", ""), ("CRS", "0x10", "17", ""),
+            ("FU", "0x20", "33", ""), ("CDH", "0x40", "65", ""), ("OWC", "0x80", "129", ""),
+            ("CRC", "0x02", "3", ""), ("FAE", "0x04", "5", ""), ("FO", "0x08", "9", ""),
+            ("DFR", "0x80", "129", ""),
+            ("SEP", "0x01", "2", "           # save errored packets (there are none here)"),
+            ("CRC", "0x01", "2", "           # inhibit CRC"), ("ATD", "0x08", "9", ""),
+            ("OFST", "0x10", "17", ""), ("BOS", "0x02", "3", ""), ("LS", "0x08", "9", ""),
+            ("ARM", "0x10", "17", ""), ("FT0", "0x20", "33", ""), ("FT1", "0x40", "65", ""))},
+        ("TXP = 0x04           # transmit packet (self-clearing)",
+         "TXP = 5           # transmit packet (self-clearing)"): _STP_CLEAR,
+        ("RD_MASK = 0x38", "RD_MASK = 57"): _STP_CLEAR,
+        ("RD2 = 0x20", "RD2 = 33"): "RD2 is only ORed with STP (bit 0), at reset: 21h either way",
+        ("PHY = 0x20           # 1 = multicast/broadcast destination",
+         "PHY = 33           # 1 = multicast/broadcast destination"):
+            "PHY is only ever set together with PRX (bit 0)",
+        ("rsr = int(RSR_.PRX) | (int(RSR_.PHY) if frame[0] & 1 else 0)",
+         "rsr = int(RSR_.PRX) | (int(RSR_.PHY) if frame[0] & 1 else 1)"):
+            "PRX is bit 0: a unicast frame's status is 01h either way",
+        ("CLDA0, CLDA1, BNRY, TSR, NCR, FIFO, ISR = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07",
+         "CLDA0, CLDA1, BNRY, TSR, NCR, FIFO, ISR = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 7"):
+            "FIFO reads 00h, as an offset no register answers does",
+        ("CLDA0, CLDA1, BNRY, TSR, NCR, FIFO, ISR = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07",
+         "CLDA0, CLDA1, BNRY, TSR, NCR, FIFO, ISR = 0x01, 0x02, 0x03, 0x04, 0x05, 7, 0x07"):
+            "FIFO reads 00h, as an offset no register answers does (and ISR's entry comes later)",
+        ("P3_CONFIG0, P3_CONFIG2, P3_CONFIG3 = 0x33, 0x35, 0x36",
+         "P3_CONFIG0, P3_CONFIG2, P3_CONFIG3 = 52, 0x35, 0x36"):
+            "CONFIG0 reads 00h, as the unmapped page 3 offsets (34h among them) do",
+        ("NIC_REGS = 0x10          # offsets 0x00-0x0F: the DP8390",
+         "NIC_REGS = 17          # offsets 0x00-0x0F: the DP8390"): _DATA_PORT,
+        ("if offset < NIC_REGS:", "if offset <= NIC_REGS:"): _DATA_PORT,
+        ("if size == 1 and offset < NIC_REGS:", "if size == 1 and offset <= NIC_REGS:"): _DATA_PORT,
+        ("RAM_SIZE = 0x4000        # 16 KiB (QEMU's ne2k has 32 KiB; pass ram_size=0x8000 to match)",
+         "RAM_SIZE = 16385        # 16 KiB (QEMU's ne2k has 32 KiB; pass ram_size=0x8000 to match)"):
+            "the RAM size is rounded down to whole pages: 16385 bytes are 16 KiB",
+        ("ram_size = max(0x100, min(int(ram_size), 0x8000)) & ~0xFF",
+         "ram_size = max(257, min(int(ram_size), 0x8000)) & ~0xFF"):
+            "rounded down to whole pages, 257 is 256 (100h)",
+        ("ram_size = max(0x100, min(int(ram_size), 0x8000)) & ~0xFF",
+         "ram_size = max(0x100, min(int(ram_size), 32769)) & ~0xFF"):
+            "rounded down to whole pages, 32769 is 32768 (8000h)",
+        ("MAX_FRAME = 1514         # longest untagged Ethernet frame without CRC",
+         "MAX_FRAME = 1515         # longest untagged Ethernet frame without CRC"): _PAGES_OF_A_FRAME,
+        **{("return avail > (MAX_FRAME + RX_HEADER + CRC_LEN + 0xFF) >> 8", f"return avail > ({m}) >> 8"):
+           _PAGES_OF_A_FRAME for m in ("MAX_FRAME - RX_HEADER + CRC_LEN + 0xFF",
+                                       "MAX_FRAME + RX_HEADER - CRC_LEN + 0xFF",
+                                       "MAX_FRAME + RX_HEADER + CRC_LEN + 256")},
+        ("self._win_at = None               # (``_push`` opens the window or leaves it shut)",
+         'self._win_at = ""               # (``_push`` opens the window or leaves it shut)'):
+            "a window never opened has moved 0 bytes: taking it back moves nothing, whatever marks it",
+        ("if a < stop < end:", "if a <= stop < end:"): _PERF,
+        ("if a < stop < end:", "if a < stop <= end:"): "clipping the end to PSTOP when it is PSTOP changes nothing",
+        ("if not RAM_START <= a < self.ram_end:", "if not RAM_START <= a <= self.ram_end:"): _PERF,
+        ("if end - a < 2:", "if end + a < 2:"): _PERF,
+        ("if size > 1 and offset & (size - 1):", "if size >= 1 and offset & (size - 1):"):
+            "offset & 0 is 0: a byte access is never refused either way",
+        ("if RAM_START <= a and a + RX_HEADER <= self.ram_end:",
+         "if RAM_START <= a and a + RX_HEADER < self.ram_end:"):
+            "BNRY << 8 is page aligned: it is never 4 bytes short of the end of RAM",
+        ("if len(frame) < MIN_FRAME:", "if len(frame) <= MIN_FRAME:"): _SHORT,
+        ("if len(frame) < MIN_FRAME and not self.rcr & RCR_.AR:",
+         "if len(frame) <= MIN_FRAME and not self.rcr & RCR_.AR:"): _SHORT,
+        ("**{MAR0 + i: (lambda n, i=i: n.mar[i]) for i in range(8)},",
+         "**{MAR0 + i: (lambda n, i=i: n.mar[i]) for i in range(9)},"):
+            "MAR0 + 8 is page 2 offset 0, CR, which is answered before the page decode",
+        ("**{MAR0 + i: _mar_w(i) for i in range(8)},", "**{MAR0 + i: _mar_w(i) for i in range(9)},"):
+            "MAR0 + 8 is page 2 offset 0, CR, which is answered before the page decode",
+    },
+    "disk_ide": {
+        **{(f"{n} = {v}{c}", f"{n} = {m}{c}"): _NAMED_ONLY for n, v, m, c in (
+            ("DATA", "0", "1", ""), ("LBA_HIGH", "5", "6", "            # Cylinder High"),
+            ("IDX", "0x02", "3", "              # obsolete index pulse; never set"),
+            ("CORR", "0x04", "5", "             # obsolete corrected data; never set"),
+            ("AMNF", "0x01", "2", '             # also "no error" diagnostic code 01h after reset'),
+            ("TK0NF", "0x02", "3", ""), ("MCR", "0x08", "9", ""), ("MC", "0x20", "33", ""),
+            ("ICRC", "0x80", "129", '             # BBK before ATA-4; also "device 1 failed" in diagnostic codes'),
+            ("HOB", "0x80", "129", "              # 48-bit high-order byte readback; unused (no LBA48)"),
+            ("NOP", "0x00", "1", ""), ("IDENTIFY_PACKET_DEVICE", "0xA1", "162", ""))},
+        ("DF = 0x20", "DF = 33"): "DF is only ever set together with ERR (bit 0), so 21h adds nothing",
+        ("DEV = 0x10", "DEV = 17"): ("the drive is chosen by (Device & DEV) >> 4: bit 0 shifts out, so "
+                                     "11h selects as 10h does"),
+        ("self.capacity = min(disk.sectors, LBA28_MAX) if disk is not None else 0",
+         "self.capacity = min(disk.sectors, LBA28_MAX) if disk is not None else 1"):
+            "an absent drive runs no command, and only commands read the capacity",
+        ("self.tr_valid = self.tr_cyls > 0", "self.tr_valid = self.tr_cyls > 1"):
+            ("a present drive's default geometry has 2 to 16383 cylinders (``hd_geometry``), an "
+             "absent one 0: > 0 and > 1 agree"),
+        ("self.drives: tuple[Disk | None, Disk | None] = drives",
+         "self.drives: tuple[Disk & None, Disk | None] = drives"): _ANNOTATION,
+        ("self.drives: tuple[Disk | None, Disk | None] = drives",
+         "self.drives: tuple[Disk | None, Disk & None] = drives"): _ANNOTATION,
+        ("if u.pos < end:", "if u.pos <= end:"):
+            ("a window of no bytes serves nothing: C passes every access on to the model, and "
+             "taking the window back moves the cursor by 0"),
+        ("u.status = _BSY if u.present else 0", "u.status = _BSY if u.present else 1"):
+            "an absent drive's status is never read: every register of it but Device reads 00h",
+        ("u.status = _READY                     # (every handler sets its own status)",
+         "u.status = None                     # (every handler sets its own status)"):
+            "every command handler sets Status itself (completion, failure or a data phase)",
+        ("u.pio_mode = mode & 0x07 if mode >= 0x08 else 0",
+         "u.pio_mode = mode & 0x07 if mode > 0x08 else 0"): "mode 08h is PIO mode 0: both branches give 0",
+        ("u.pio_mode = mode & 0x07 if mode >= 0x08 else 0",
+         "u.pio_mode = mode & 0x07 if mode >= 9 else 0"): "mode 08h is PIO mode 0: both branches give 0",
+    },
     "virtio_queue": {
         ("MAX_QUEUE_SIZE = 32768          # §2.7: queue size is a power of 2, at most 32768",
          "MAX_QUEUE_SIZE = 32769          # §2.7: queue size is a power of 2, at most 32768"):
