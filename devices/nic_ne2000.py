@@ -375,23 +375,11 @@ class Ne2000(SharedStateDevice):
 
     def _read(self, offset: int, size: int) -> int:
         if offset == DATA_PORT:
-            # One byte or word of remote DMA (under the C dispatch, word-mode
-            # transfers are served in C from card memory and do not come here).
-            if size == 4:
-                return self._dma_read32()
-            m = self._mem
-            a = self.rsar
-            if self.dcr & _WTS:
-                b = a & 0xFFFE             # the access is aligned, CRDA is not (as QEMU)
-                v = m[b] | (m[b + 1] << 8)
-                a += 2
-                n = 2
-            else:
-                v = m[a]
-                a += 1
-                n = 1
-            self._dma_advance(a, n)
-            # A byte read in word mode still moves a word (as QEMU); the bus takes its low byte.
+            # Remote DMA (under the C dispatch, word-mode transfers are served in C from
+            # card memory and do not come here).
+            at, n = self._data_access(size)
+            v = int.from_bytes(self._mem[at:at + n], "little")
+            self._dma_advance(self.rsar + n, n)
             return v & 0xFF if size == 1 else v
         if size > 1 and offset & (size - 1):
             return 0                       # QEMU's I/O core rejects unaligned accesses: reads 0
@@ -405,28 +393,12 @@ class Ne2000(SharedStateDevice):
 
     def _write(self, offset: int, size: int, value: int) -> None:
         if offset == DATA_PORT:
-            if self.rbcr == 0:
-                return                      # nothing left to transfer (as QEMU)
-            if size == 4:
-                self._dma_write32(value)
-                return
-            a = self.rsar
-            if self.dcr & _WTS:
-                b = a & 0xFFFE
-                if RAM_START <= b < self.ram_end:
-                    m = self._mem
-                    m[b] = value & 0xFF
-                    m[b + 1] = (value >> 8) & 0xFF
-                a += 2
-                n = 2
-            else:
-                if RAM_START <= a < self.ram_end:
-                    self._mem[a] = value & 0xFF
-                a += 1
-                n = 1
-            self._dma_advance(a, n)
-            return
-        if size == 1 and offset < NIC_REGS:
+            if self.rbcr:                   # with nothing left to transfer: ignored (as QEMU)
+                at, n = self._data_access(size)
+                if RAM_START <= at and at + n <= self.ram_end:     # the PROM is read-only
+                    self._mem[at:at + n] = (value & 0xFFFFFFFF).to_bytes(4, "little")[:n]
+                self._dma_advance(self.rsar + n, n)
+        elif size == 1 and offset < NIC_REGS:
             self._reg_write(offset, value & 0xFF)
         # the reset port's write only ends the reset pulse
 
@@ -444,18 +416,16 @@ class Ne2000(SharedStateDevice):
         else:
             self.rbcr -= n
 
-    def _dma_read32(self) -> int:
-        a = self.rsar & 0xFFFE
-        m = self._mem
-        v = m[a] | (m[a + 1] << 8) | (m[a + 2] << 16) | (m[a + 3] << 24)
-        self._dma_advance(self.rsar + 4, 4)
-        return v
-
-    def _dma_write32(self, value: int) -> None:
-        a = self.rsar & 0xFFFE
-        if RAM_START <= a and a + 4 <= self.ram_end:
-            self._mem[a:a + 4] = (value & 0xFFFFFFFF).to_bytes(4, "little")
-        self._dma_advance(self.rsar + 4, 4)
+    def _data_access(self, size: int) -> tuple[int, int]:
+        """Where one data-port access moves card memory, and how many bytes it moves
+        (and counts): a byte in byte mode; a word in word mode (a byte access too: the bus
+        takes its low byte), two for a 32-bit access; words at CRDA rounded down to even
+        (as QEMU: the access is aligned, CRDA is not)."""
+        if size == 4:
+            return self.rsar & 0xFFFE, 4
+        if self.dcr & _WTS:
+            return self.rsar & 0xFFFE, 2
+        return self.rsar, 1
 
     def card_read(self, addr: int, length: int) -> bytes:
         """Bytes of the card address space (for tests and debugging); outside
@@ -506,9 +476,8 @@ class Ne2000(SharedStateDevice):
         a = self.bnry << 8
         self.rsar = a & 0xFFFF
         if RAM_START <= a and a + RX_HEADER <= self.ram_end:
-            m = self._mem
-            self.rnpp = m[a + 1]
-            self.rbcr = m[a + 2] | (m[a + 3] << 8)
+            _status, self.rnpp, count_lo, count_hi = self._mem[a:a + RX_HEADER]
+            self.rbcr = count_lo | count_hi << 8
         else:
             self.rbcr = 0
         if self.rbcr == 0:

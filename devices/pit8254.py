@@ -597,7 +597,7 @@ class Pit8254(SharedStateDevice):
             return 0.0
         return PIT_HZ / c.n
 
-    @property
+    @property                       # (a trailing word: mutmut 2 keys its cache by line text)
     def speaker_on(self) -> bool:
         return (self.port_b & (PORTB_GATE2 | PORTB_SPKR_DATA)) == PORTB_GATE2 | PORTB_SPKR_DATA \
             and self.counters[2].armed and self.counters[2].mode == 3

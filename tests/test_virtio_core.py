@@ -828,6 +828,8 @@ def test_a_write_starting_inside_a_buffer_continues_in_the_next_and_stops_at_eac
     assert mem.read(0x1000, 0x20) == (b"\xee" * 4 + bytes(range(1, 5)) + b"\xee" * 8 +
                                       bytes(range(5, 11)) + b"\xee" * 10)
     assert chain.written == 14
+    assert chain.write(b"\x55\x66", 10) == 2                  # wholly in the second buffer
+    assert mem.read(0x1010, 8) == bytes((5, 6, 0x55, 0x66, 9, 10)) + b"\xee\xee"
 
 
 def test_require_accepts_exactly_enough_bytes_and_refuses_one_fewer():

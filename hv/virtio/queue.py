@@ -290,7 +290,7 @@ class Virtqueue:
     def used_event(self) -> int:
         return self._u16(self.driver + 4 + 2 * self.num)
 
-    @property
+    @property                       # (a trailing word: mutmut 2 keys its cache by line text)
     def avail_event(self) -> int:
         return self._u16(self.device + 4 + USED_ELEM_SIZE * self.num)
 

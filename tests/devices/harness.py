@@ -106,6 +106,15 @@ class CHarness(Harness):
         self._lib, self._null = self.fast._lib, self.fast._ffi.NULL
         self.bus = _CBus(self)
 
+    def model_accesses(self, dev: Device) -> list[int]:
+        """From now on, the offset of every access to ``dev`` that C passed on to the
+        model (``dev._read``/``_write``), in order."""
+        seen: list[int] = []
+        real_read, real_write = dev._read, dev._write
+        dev._read = lambda off, size: seen.append(off) or real_read(off, size)
+        dev._write = lambda off, size, value: seen.append(off) or real_write(off, size, value)
+        return seen
+
     def close(self) -> None:
         self.fast.close()
 

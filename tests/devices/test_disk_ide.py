@@ -927,6 +927,7 @@ def test_a_disk_past_lba28_reports_0fffffff_sectors_and_16383_cylinders(big_imag
     raw = identify(h)
     assert word(raw, 60) | word(raw, 61) << 16 == 0x0FFFFFFF
     assert (word(raw, 1), word(raw, 3), word(raw, 6)) == (16383, 16, 63)
+    assert [word(raw, i) for i in range(256)] == expected_identify(ch)     # words 57-58 past 64 Ki
     lba_command(h, 0x20, 0x0FFFFFFE, 1)       # the last sector LBA28 reaches
     assert h.inb(STATUS) == READY | DRQ and read_words(h) == bytes(SECTOR)
     lba_command(h, 0x20, 0x0FFFFFFF, 1)       # in the file, but past the reported capacity
@@ -1162,9 +1163,7 @@ def make_c(path):
 def test_bound_to_c_the_data_port_moves_whole_blocks_without_the_model(image):
     h, ch, irq = make_c(image)
     try:
-        calls = []
-        real = ch._read
-        ch._read = lambda off, size: calls.append(off) or real(off, size)
+        calls = h.model_accesses(ch)
         lba_command(h, 0x20, 7, 2)
         assert h.inb(STATUS) == READY | DRQ     # each block interrupts; reading Status clears it
         data = read_words(h, 256)

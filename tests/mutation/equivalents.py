@@ -115,6 +115,12 @@ EQUIVALENT: dict[str, dict[tuple[str, str], str]] = {
          'self._win_at = ""               # (``_push`` opens the window or leaves it shut)'):
             "a window never opened has moved 0 bytes: taking it back moves nothing, whatever marks it",
         ("if a < stop < end:", "if a <= stop < end:"): _PERF,
+        ("if self.cr & CR_.STP or not (RAM_START >> 8 <= start < stop <= self.ram_end >> 8",
+         "if self.cr & CR_.STP or not (RAM_START >> 8 <= start <= stop <= self.ram_end >> 8"):
+            "start < stop follows from start <= CURR < stop, tested in the same condition",
+        ("ok_ring = (RAM_START >> 8 <= start < stop <= self.ram_end >> 8",
+         "ok_ring = (RAM_START >> 8 <= start <= stop <= self.ram_end >> 8"):
+            "start < stop follows from start <= CURR < stop, tested in the same condition",
         ("if a < stop < end:", "if a < stop <= end:"): "clipping the end to PSTOP when it is PSTOP changes nothing",
         ("if not RAM_START <= a < self.ram_end:", "if not RAM_START <= a <= self.ram_end:"): _PERF,
         ("if end - a < 2:", "if end + a < 2:"): _PERF,
