@@ -479,9 +479,9 @@ class Ne2000(SharedStateDevice):
             _status, self.rnpp, count_lo, count_hi = self._mem[a:a + RX_HEADER]
             self.rbcr = count_lo | count_hi << 8
         else:
-            self.rbcr = 0
+            self.rbcr = 0                     # no packet in RAM there: nothing to read
         if self.rbcr == 0:
-            self.isr |= _RDC
+            self.isr |= _RDC                  # nothing to read completes at once
 
     # ---- transmit --------------------------------------------------------------
 
@@ -534,7 +534,7 @@ class Ne2000(SharedStateDevice):
         start, stop = self.pstart, self.pstop
         if self.cr & CR_.STP or not (RAM_START >> 8 <= start < stop <= self.ram_end >> 8
                                     and start <= self.curr < stop and start <= self.bnry < stop):
-            return True
+            return True                       # it drops the frame at once
         ring = stop - start
         avail = (self.bnry - self.curr) % ring or ring
         return avail > (MAX_FRAME + RX_HEADER + CRC_LEN + 0xFF) >> 8

@@ -95,7 +95,10 @@ EQUIVALENT: dict[str, dict[tuple[str, str], str]] = {
         ("NIC_REGS = 0x10          # offsets 0x00-0x0F: the DP8390",
          "NIC_REGS = 17          # offsets 0x00-0x0F: the DP8390"): _DATA_PORT,
         ("if offset < NIC_REGS:", "if offset <= NIC_REGS:"): _DATA_PORT,
-        ("if size == 1 and offset < NIC_REGS:", "if size == 1 and offset <= NIC_REGS:"): _DATA_PORT,
+        ("elif size == 1 and offset < NIC_REGS:", "elif size == 1 and offset <= NIC_REGS:"): _DATA_PORT,
+        ('self._mem[at:at + n] = (value & 0xFFFFFFFF).to_bytes(4, "little")[:n]',
+         'self._mem[at:at + n] = (value & 0xFFFFFFFF).to_bytes(5, "little")[:n]'):
+            "little endian: the first n (at most 4) bytes of the 4- and the 5-byte forms are the same",
         ("RAM_SIZE = 0x4000        # 16 KiB (QEMU's ne2k has 32 KiB; pass ram_size=0x8000 to match)",
          "RAM_SIZE = 16385        # 16 KiB (QEMU's ne2k has 32 KiB; pass ram_size=0x8000 to match)"):
             "the RAM size is rounded down to whole pages: 16385 bytes are 16 KiB",
