@@ -164,14 +164,7 @@ class UtilityVm:
 
     # -- hypercalls ----------------------------------------------------------------------------
     def _hc_write(self, ctx) -> None:
-        stream, addr, n = ctx.regs.ebx, ctx.regs.ecx, min(ctx.regs.edx, 1 << 20)
-        try:
-            data = bytes(ctx.mem.read(addr, n))
-        except ValueError:
-            ctx.regs.eax = 0
-            return
-        (self.stderr if stream == 2 else self.stdout)(data)
-        ctx.regs.eax = len(data)
+        write_from_guest(ctx, self.stdout, self.stderr)
 
     def _hc_read(self, ctx) -> None:
         """The program reads its stdin: the host's, when it is a pipe or a terminal (as a
@@ -248,6 +241,19 @@ class UtilityVm:
     def close(self) -> None:
         self.machine.close()
         self.registry.close()
+
+
+def write_from_guest(ctx, stdout: Callable[[bytes], object], stderr: Callable[[bytes], object]) -> None:
+    """HC_WRITE: EBX the stream (2 is stderr, anything else stdout), ECX and EDX the guest
+    buffer, at most 1 MiB a call; EAX the bytes taken (0 for a buffer outside guest RAM)."""
+    stream, addr, n = ctx.regs.ebx, ctx.regs.ecx, min(ctx.regs.edx, 1 << 20)
+    try:
+        data = bytes(ctx.mem.read(addr, n))
+    except ValueError:
+        ctx.regs.eax = 0
+        return
+    (stderr if stream == 2 else stdout)(data)
+    ctx.regs.eax = len(data)
 
 
 def _kernel_only(handler):

@@ -432,7 +432,7 @@ def run_disk_vm(flavor: str, root, open_registry: Callable[[], object], prog: st
     when the kernel is up and the program next (its POST code E0h): a test's fault then hits the
     guest kernel serving the program. With ``keep`` (a list) the VM is not closed but appended
     to it, an object with ``machine`` and ``close()``."""
-    from hv.container.uvm import HC_WRITE, _CpuShare, _kernel_only, check_ram
+    from hv.container.uvm import HC_WRITE, _CpuShare, _kernel_only, check_ram, write_from_guest
     from hv.machine import DriveSpec, Machine, MachineConfig
     if flavor not in FLAVORS:
         raise FlavorError(f"unknown VM flavor {flavor!r} ({' or '.join(FLAVORS)})")
@@ -500,16 +500,8 @@ def run_disk_vm(flavor: str, root, open_registry: Callable[[], object], prog: st
             post_write(offset, size_, value)
         machine.post.write = on_post
         if flavor == "enlightened":
-            def hc_write(ctx) -> None:
-                stream, addr, n = ctx.regs.ebx, ctx.regs.ecx, min(ctx.regs.edx, 1 << 20)
-                try:
-                    data = bytes(ctx.mem.read(addr, n))
-                except ValueError:
-                    ctx.regs.eax = 0
-                    return
-                (stderr if stream == 2 else stdout)(data)
-                ctx.regs.eax = len(data)
-            machine.hypercalls.register(HC_WRITE, "uvm:write", _kernel_only(hc_write))
+            machine.hypercalls.register(HC_WRITE, "uvm:write", _kernel_only(
+                lambda ctx: write_from_guest(ctx, stdout, stderr)))
             from hv.boot import HC_POWEROFF, HC_TIME, HYPERCALLS
             for nr in (HC_POWEROFF, HC_TIME):       # hv_poweroff(status), the hv clock
                 name, handler = HYPERCALLS[nr]

@@ -95,6 +95,17 @@ def run_tiny(tmp_path, code: bytes, engine=None, **kw):
     return p
 
 
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """HV_HOME with the test image "svc" (a module's own ``home`` takes precedence)."""
+    from hv.container.images import ImageStore
+    from tests.container.test_containers import make_image_dir
+    h = tmp_path / "home"
+    monkeypatch.setenv("HV_HOME", str(h))
+    ImageStore(h).build(make_image_dir(tmp_path / "imgdir"), "svc")
+    return h
+
+
 def cli(capfd):
     """`hv container ARGS` in this process: a function returning (status, stdout, stderr)."""
     from hv.container.container import main_container

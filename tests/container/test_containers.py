@@ -49,14 +49,6 @@ def make_image_dir(d: Path, registry: bool = True) -> Path:
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    h = tmp_path / "home"
-    monkeypatch.setenv("HV_HOME", str(h))
-    ImageStore(h).build(make_image_dir(tmp_path / "imgdir"), "svc")
-    return h
-
-
-@pytest.fixture
 def hv(home, capfd):
     """`hv container ARGS` in this process: (status, stdout, stderr)."""
     return cli(capfd)

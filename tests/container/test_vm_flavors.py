@@ -22,7 +22,7 @@ from hv.container.container import ContainerStore, main_container
 from hv.container.images import ImageStore, main_image
 from hv.container.registry import LayeredRegistry
 from tests.container.conftest import cli
-from tests.container.test_containers import make_image_dir, tree_digest
+from tests.container.test_containers import tree_digest
 
 MTOOLS = shutil.which("mdir") and shutil.which("mtype") and shutil.which("mcopy") and shutil.which("mdel")
 needs_mtools = pytest.mark.skipif(not MTOOLS, reason="mtools not installed (apt-get install mtools)")
@@ -74,14 +74,6 @@ PLACEHOLDER_BOOT = b"\xeb\x3c\x90" + bytes(0x3B) + b"\xfa\xf4" + bytes(0x200 - 0
 def stand_in(flavor: str) -> bytes:
     from tests.asm import assemble
     return assemble(FULL if flavor == "full" else ENLIGHTENED)
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    h = tmp_path / "home"
-    monkeypatch.setenv("HV_HOME", str(h))
-    ImageStore(h).build(make_image_dir(tmp_path / "imgdir"), "svc")
-    return h
 
 
 @pytest.fixture
