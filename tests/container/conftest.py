@@ -118,9 +118,9 @@ def cli(capfd):
     return run
 
 
-def service_home(top: Path, programs=()) -> Path:
-    """An image store at ``top/home`` holding the test image "svc", with these guest
-    programs added under /bin and an /input.txt."""
+def service_home(top: Path, programs=(), image: str = "svc") -> Path:
+    """An image store at ``top/home`` holding the test image (named ``image``), with these
+    guest programs added under /bin and an /input.txt."""
     from hv.container.images import ImageStore
     from tests.container.test_containers import make_image_dir
     d = make_image_dir(top / "imgdir")
@@ -129,5 +129,5 @@ def service_home(top: Path, programs=()) -> Path:
         (d / "bin" / prog).chmod(0o755)
     (d / "input.txt").write_text("first line\nsecond line\n")
     h = top / "home"
-    ImageStore(h).build(d, "svc")
+    ImageStore(h).build(d, image)
     return h

@@ -427,15 +427,7 @@ def registry_script(seed: int, n: int = 60) -> list[str]:
 @pytest.fixture(scope="module")
 def reg_home(tmp_path_factory):
     pytest.importorskip("hv.container.vmflavor")
-    from hv.container.images import ImageStore
-    from tests.container.test_containers import make_image_dir
-    top = tmp_path_factory.mktemp("fullreg")
-    d = make_image_dir(top / "imgdir")
-    shutil.copyfile(guests.linux_program_path("regops"), d / "bin" / "regops")
-    (d / "bin" / "regops").chmod(0o755)
-    h = top / "home"
-    ImageStore(h).build(d, "reg")
-    return h
+    return service_home(tmp_path_factory.mktemp("fullreg"), ("regops",), image="reg")
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -169,15 +169,7 @@ def test_count_ffff_in_pieces_reaches_terminal_count_only_with_the_last_byte():
 
 def test_word_channel_count_ffff_moves_128_kib():
     dma, h, mem = make()
-    h.outb(0xD4, 0x04 | 1)
-    h.outb(0xD6, 0x44 | 1)
-    h.outb(0xD8, 0)
-    h.outb(0xC4, 0x00)
-    h.outb(0xC4, 0x00)
-    h.outb(0x8B, 0x02)                    # 0x20000
-    h.outb(0xC6, 0xFF)
-    h.outb(0xC6, 0xFF)
-    h.outb(0xD4, 1)
+    program_any(h, 5, 0x0000, 0xFFFF, 0x44 | 1, page=0x02)     # at 0x20000
     assert dma.write_to_memory(5, b"\x11" * 0x20002) == 0x20000
     assert mem.read(0x20000, 0x20000) == b"\x11" * 0x20000
     assert dma.terminal_count(5)
@@ -497,15 +489,9 @@ def test_read_from_memory_outside_ram_returns_fewer_bytes():
 
 def test_sixteen_bit_channel_counts_words_and_uses_page_0x8b():
     dma, h, mem = make()
-    h.outb(0xD4, 0x04 | 1)                # mask channel 5
-    h.outb(0xD6, 0x44 | 1)                # single, write, channel 5
-    h.outb(0xD8, 0)
-    h.outb(0xC4, 0x00)                    # word address 0x8000 -> byte 0x10000
-    h.outb(0xC4, 0x80)
-    h.outb(0x8B, 0x02)                    # A23-A17: 0x20000
-    h.outb(0xC6, 1)                       # 2 words
-    h.outb(0xC6, 0)
-    h.outb(0xD4, 1)
+    # single, write, channel 5; word address 0x8000 -> byte 0x10000; page 0x8B = 02h
+    # (A23-A17: 0x20000); 2 words
+    program_any(h, 5, 0x8000, 1, 0x44 | 1, page=0x02)
     assert dma.write_to_memory(5, b"abcdef") == 4
     assert mem.read(0x30000, 5) == b"abcd\0"
 
@@ -690,24 +676,11 @@ def test_terminal_count_masks_its_channel_and_leaves_the_other_mask_bits():
 
 def test_a_word_channel_in_decrement_mode_stores_whole_words_downwards():
     dma, h, mem = make()
-    h.outb(0xD4, 0x04 | 1)
-    h.outb(0xD6, 0x64 | 1)                # single, decrement, write, channel 5
-    h.outb(0xD8, 0)
-    h.outb(0xC4, 0x02)                    # word address 0x8002 -> byte 0x10004
-    h.outb(0xC4, 0x80)
-    h.outb(0xC6, 2)                       # 3 words
-    h.outb(0xC6, 0)
-    h.outb(0xD4, 1)
+    # single, decrement, write, channel 5; word address 0x8002 -> byte 0x10004; 3 words
+    program_any(h, 5, 0x8002, 2, 0x64 | 1, page=0)
     assert dma.write_to_memory(5, b"abcdef") == 6
     assert mem.read(0x10000, 6) == b"efcdab"          # word order reversed, bytes kept
-    h.outb(0xD4, 0x04 | 1)
-    h.outb(0xD6, 0x68 | 1)                # decrement, read
-    h.outb(0xD8, 0)
-    h.outb(0xC4, 0x02)
-    h.outb(0xC4, 0x80)
-    h.outb(0xC6, 2)
-    h.outb(0xC6, 0)
-    h.outb(0xD4, 1)
+    program_any(h, 5, 0x8002, 2, 0x68 | 1, page=0)      # decrement, read
     assert dma.read_from_memory(5, 6) == b"abcdef"
 
 
